@@ -1,0 +1,227 @@
+"""Benchmark: `python -m src.bench --config=NAME --json=PATH`.
+
+Times one named configuration: graph build time (model construction plus
+the first, tracing call of the step), then at least 5 warm-up steps, then
+the median, min and max of at least 20 timed steps, and the peak resident
+memory of the process. Steps are fed by the real tf.data pipeline over
+synthetic images (the timings do not depend on pixel values).
+`--config=all` runs every configuration in its own process (so each peak
+memory is its own) and prints a table.
+
+Each configuration is a function returning a `Case`: a `step()` callable
+that runs one step and blocks until it is done. Later issues add theirs to
+CONFIGS.
+"""
+
+import dataclasses
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+flags.DEFINE_string("config", "macro_fixed_cpu",
+                    "Configuration to time, or 'all'.")
+flags.DEFINE_string("json", None, "Write the result(s) to this JSON file.")
+flags.DEFINE_integer("warmup", 5, "Untimed steps after the first (tracing) "
+                     "one; at least 5.")
+flags.DEFINE_integer("steps", 20, "Timed steps; at least 20.")
+FLAGS = flags.FLAGS
+
+# The reference's seconds per step on this kind of machine (2 cores, NHWC,
+# median of 25 steps), from ../shared/reference/README.md.
+REFERENCE_S_PER_STEP = {
+    "macro_fixed_cpu": 0.089,
+    "macro_search_cpu": 0.110,
+    "macro_controller_cpu": 0.016,
+    "micro_search_cpu": 0.562,
+    "micro_fixed_cpu": 0.209,
+    "micro_controller_cpu": 0.102,
+    "ptb_search_cpu": 0.171,
+    "ptb_fixed_cpu": 0.068,
+    "ptb_controller_cpu": 0.037,
+}
+
+# The first 6 layers of the arc of the reference's cifar10_macro_final.sh.
+MACRO_FIXED_CPU_ARC = "0 3 0 0 1 0 2 0 0 1 2 0 0 0 0 3 1 1 0 1 0"
+
+
+@dataclasses.dataclass
+class Case:
+    step: callable
+    description: str
+
+
+def _synthetic_cifar(num_train, seed=0):
+    import numpy as np
+
+    from src.cifar10.data import CifarData
+    rng = np.random.default_rng(seed)
+    images = {
+        "train": rng.integers(0, 256, (num_train, 32, 32, 3), dtype=np.uint8),
+        "valid": None,
+        "test": rng.integers(0, 256, (100, 32, 32, 3), dtype=np.uint8),
+    }
+    labels = {
+        "train": rng.integers(0, 10, num_train).astype(np.int32),
+        "valid": None,
+        "test": rng.integers(0, 10, 100).astype(np.int32),
+    }
+    mean = np.full([3], 0.47, np.float32)
+    std = np.full([3], 0.25, np.float32)
+    return CifarData(images=images, labels=labels, mean=mean, std=std)
+
+
+def _fixed_macro_case(arc, num_layers, out_filters, num_branches, batch_size,
+                      keep_prob, lr_cosine=True):
+    from src import schedules
+    from src.cifar10 import arcs
+    from src.cifar10 import data as cifar_data
+    from src.cifar10.child_trainer import ChildTrainer
+    from src.cifar10.macro_child import MacroChild, MacroConfig
+    from src.train_ops import TrainConfig
+
+    data = _synthetic_cifar(max(2000, 40 * batch_size))
+    cfg = MacroConfig(
+        num_layers=num_layers, out_filters=out_filters,
+        num_branches=num_branches, whole_channels=True,
+        fixed_arc=arcs.MacroArc.parse(arc, num_layers, num_branches, True),
+        keep_prob=keep_prob)
+    nb = -(-data.num_examples("train") // batch_size)
+    lr = schedules.LrConfig(lr_cosine=lr_cosine, lr_max=0.05, lr_min=0.001,
+                            lr_T_0=10, lr_T_mul=2, num_train_batches=nb)
+    trainer = ChildTrainer(MacroChild(cfg), TrainConfig(
+        l2_reg=2e-4, clip_mode="norm", grad_bound=5.0, lr=lr))
+
+    def batches():
+        epoch = 0
+        while True:
+            for batch in cifar_data.train_dataset(data, batch_size, epoch, 0):
+                if batch[0].shape[0] == batch_size:
+                    yield batch
+            epoch += 1
+
+    it = batches()
+
+    def step():
+        images, labels = next(it)
+        out = trainer.train_step(images, labels)
+        out["loss"].numpy()
+
+    return Case(step, "macro fixed child training step, {} layers, {} "
+                "filters, batch {}".format(num_layers, out_filters,
+                                           batch_size))
+
+
+def macro_fixed_cpu():
+    return _fixed_macro_case(MACRO_FIXED_CPU_ARC, 6, 16, 4, 32, 0.5)
+
+
+def macro_fixed_full():
+    from src.cifar10.arcs import MacroArc  # noqa: F401 (documents the arc)
+    arc = open(os.path.join(os.path.dirname(__file__), os.pardir, "flags",
+                            "cifar10_macro_final.flags")).read()
+    arc = [line for line in arc.splitlines()
+           if line.startswith("--child_fixed_arc=")][0].split("=", 1)[1]
+    return _fixed_macro_case(arc, 24, 96, 4, 100, 0.5)
+
+
+CONFIGS = {
+    "macro_fixed_cpu": macro_fixed_cpu,
+    "macro_fixed_full": macro_fixed_full,
+}
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def time_config(name, warmup=5, steps=20):
+    """Builds and times one configuration; returns the result dict."""
+    if name not in CONFIGS:
+        from src.errors import UserError
+        raise UserError("unknown --config={!r}: use one of {} or all".format(
+            name, ", ".join(sorted(CONFIGS))))
+    warmup, steps = max(5, warmup), max(20, steps)
+    t0 = time.perf_counter()
+    case = CONFIGS[name]()
+    case.step()  # traces the step function
+    build_s = time.perf_counter() - t0
+    for _ in range(warmup):
+        case.step()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        case.step()
+        times.append(time.perf_counter() - t)
+    result = {
+        "config": name,
+        "description": case.description,
+        "step_s_median": statistics.median(times),
+        "step_s_min": min(times),
+        "step_s_max": max(times),
+        "build_s": build_s,
+        "peak_rss_mb": peak_rss_mb(),
+        "steps": steps,
+        "warmup": warmup,
+    }
+    ref = REFERENCE_S_PER_STEP.get(name)
+    if ref:
+        result["reference_step_s"] = ref
+        result["ratio_to_reference"] = result["step_s_median"] / ref
+    return result
+
+
+def format_row(r):
+    ratio = r.get("ratio_to_reference")
+    return "{:<22s} {:>9.4f} {:>9.4f} {:>9.4f} {:>8.1f} {:>9.0f} {:>7s}".format(
+        r["config"], r["step_s_median"], r["step_s_min"], r["step_s_max"],
+        r["build_s"], r["peak_rss_mb"],
+        "{:.2f}".format(ratio) if ratio else "-")
+
+
+HEADER = "{:<22s} {:>9s} {:>9s} {:>9s} {:>8s} {:>9s} {:>7s}".format(
+    "config", "median_s", "min_s", "max_s", "build_s", "peak_MB", "vs_ref")
+
+
+def main(argv):
+    del argv
+    if FLAGS.config == "all":
+        results = []
+        for name in CONFIGS:
+            out = subprocess.run(
+                [sys.executable, "-m", "src.bench", "--config=" + name,
+                 "--warmup={}".format(FLAGS.warmup),
+                 "--steps={}".format(FLAGS.steps), "--json=/dev/stdout"],
+                capture_output=True, text=True)
+            lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+            if out.returncode or not lines:
+                print("{}: failed\n{}".format(name, out.stderr[-2000:]))
+                continue
+            results.append(json.loads(lines[-1]))
+        print(HEADER)
+        for r in results:
+            print(format_row(r))
+        payload = results
+    else:
+        payload = time_config(FLAGS.config, FLAGS.warmup, FLAGS.steps)
+        if FLAGS.json != "/dev/stdout":
+            print(HEADER)
+            print(format_row(payload))
+    if FLAGS.json:
+        text = json.dumps(payload)
+        if FLAGS.json == "/dev/stdout":
+            print(text)
+        else:
+            with open(FLAGS.json, "w") as f:
+                f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    app.run(main)

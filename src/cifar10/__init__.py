@@ -1,0 +1,1 @@
+"""CIFAR-10 search spaces (macro and micro), their children and controllers."""

@@ -1,0 +1,85 @@
+"""Training and evaluation steps of a CIFAR-10 child network.
+
+`ChildTrainer` owns the child's optimiser and two `tf.function`s traced once
+per run (their input signature admits the smaller last batch): the training
+step of the reference's `_build_train` + `get_train_ops`, and the evaluation
+step of `_build_valid` / `_build_test`.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from src import schedules
+from src.train_ops import apply_train_step, make_optimizer
+
+IMAGE_SPEC = tf.TensorSpec([None, 32, 32, 3], tf.float32, name="images")
+LABEL_SPEC = tf.TensorSpec([None], tf.int32, name="labels")
+
+
+def cross_entropy(logits, labels):
+    """Mean softmax cross-entropy: the loss the reference logs."""
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=labels, logits=logits))
+
+
+def num_correct(logits, labels):
+    """How many argmax predictions equal the labels (int32 scalar)."""
+    preds = tf.argmax(logits, axis=1, output_type=tf.int32)
+    return tf.reduce_sum(tf.cast(tf.equal(preds, labels), tf.int32))
+
+
+class ChildTrainer:
+    """Steps of one child: `train_step(images, labels)` -> dict of loss,
+    lr, grad_norm, train_acc; `eval_step(images, labels)` -> correct count.
+
+    The optimiser's `iterations` is the child's global step (updates so far).
+    """
+
+    def __init__(self, child, train_cfg, jit_compile=False):
+        self.child = child
+        self.cfg = train_cfg
+        self.optimizer = make_optimizer(
+            train_cfg.optim_algo, schedules.StepSchedule(train_cfg.lr))
+        # Variables are created eagerly, outside the traced steps.
+        child(tf.zeros([1, 32, 32, 3]), training=False)
+        self.variables = list(child.trainable_variables)
+        self.optimizer.build(self.variables)
+        self.train_step = tf.function(
+            self._train_step, input_signature=[IMAGE_SPEC, LABEL_SPEC],
+            jit_compile=jit_compile)
+        self.eval_step = tf.function(
+            self._eval_step, input_signature=[IMAGE_SPEC, LABEL_SPEC],
+            jit_compile=jit_compile)
+
+    @property
+    def global_step(self):
+        return self.optimizer.iterations
+
+    def _train_step(self, images, labels):
+        with tf.GradientTape() as tape:
+            logits = self.child(images, training=True)
+            loss = cross_entropy(logits, labels)
+        lr, grad_norm = apply_train_step(tape, loss, self.variables,
+                                         self.optimizer, self.cfg)
+        return {"loss": loss, "lr": lr, "grad_norm": grad_norm,
+                "train_acc": num_correct(logits, labels)}
+
+    def _eval_step(self, images, labels):
+        return num_correct(self.child(images, training=False), labels)
+
+    def evaluate(self, dataset):
+        """Accuracy over a whole evaluation dataset (every example once)."""
+        correct, total = 0, 0
+        for images, labels in dataset:
+            correct += int(self.eval_step(images, labels))
+            total += int(labels.shape[0])
+        return correct / max(1, total)
+
+
+def check_finite(values, step, epoch):
+    """Raises FloatingPointError naming the first NaN/Inf value."""
+    for name, value in values.items():
+        if not np.all(np.isfinite(value)):
+            raise FloatingPointError(
+                "{} is {} at step {} (epoch {})".format(name, value, step,
+                                                        epoch))

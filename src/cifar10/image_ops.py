@@ -1,0 +1,225 @@
+"""Keras layers for the reference's image building blocks.
+
+Each layer owns its weights under the reference's variable-scope names
+(`w`, `bn/offset`, `path1_conv/w`, ...), so a model's variable paths read
+like the reference's checkpoint names. Tensors are NHWC or NCHW as the
+layer's `data_format` says; shapes in docstrings are written NHWC.
+"""
+
+import keras
+import tensorflow as tf
+
+from src.common_ops import TF1HeNormal
+
+
+def channel_axis(data_format):
+    return 3 if data_format == "NHWC" else 1
+
+
+def spatial_axes(data_format):
+    return [1, 2] if data_format == "NHWC" else [2, 3]
+
+
+def num_channels(x, data_format):
+    return int(x.shape[channel_axis(data_format)])
+
+
+class BatchNorm(keras.layers.Layer):
+    """Batch norm exactly as the reference's `batch_norm` computes it.
+
+    Training: normalise with the batch mean and the biased batch variance
+    (TF's fused kernel), and update the moving statistics with TF1's
+    zero-debiased `assign_moving_average`: `biased <- biased - (biased -
+    value) (1 - decay)`, `local_step += 1`, `moving = biased / (1 - decay **
+    local_step)`, fed the batch mean and the Bessel-corrected batch variance
+    (what the fused kernel returns). After one step the moving mean is the
+    batch mean. Inference: normalise with the moving statistics.
+
+    Weights: offset, scale (trainable, [C]); moving_mean, moving_variance and
+    their debiasing state `*_biased` [C], `*_local_step` [] (not trainable;
+    the reference names the latter `<moving>/biased` and `<moving>/local_step`).
+    Input and output: [N, H, W, C].
+    """
+
+    def __init__(self, decay=0.9, epsilon=1e-5, data_format="NHWC",
+                 name="bn", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.decay = decay
+        self.epsilon = epsilon
+        self.data_format = data_format
+
+    def build(self, input_shape):
+        c = int(input_shape[channel_axis(self.data_format)])
+        zeros, ones = keras.initializers.Zeros(), keras.initializers.Ones()
+        self.offset = self.add_weight(name="offset", shape=(c,),
+                                      initializer=zeros)
+        self.scale = self.add_weight(name="scale", shape=(c,),
+                                     initializer=ones)
+        self.moving_mean = self.add_weight(
+            name="moving_mean", shape=(c,), initializer=zeros,
+            trainable=False)
+        self.moving_variance = self.add_weight(
+            name="moving_variance", shape=(c,), initializer=ones,
+            trainable=False)
+        self._debias = {}
+        for stat in ("moving_mean", "moving_variance"):
+            self._debias[stat] = (
+                self.add_weight(name=stat + "_biased", shape=(c,),
+                                initializer=zeros, trainable=False),
+                self.add_weight(name=stat + "_local_step", shape=(),
+                                initializer=zeros, trainable=False))
+
+    def _update_moving(self, stat, value):
+        biased, local_step = self._debias[stat]
+        one_minus_decay = tf.constant(1.0 - self.decay, tf.float32)
+        new_biased = biased - (biased - value) * one_minus_decay
+        biased.assign(new_biased)
+        new_step = local_step + 1.0
+        local_step.assign(new_step)
+        bias_factor = 1.0 - tf.pow(1.0 - one_minus_decay, new_step)
+        getattr(self, stat).assign(new_biased / bias_factor)
+
+    def call(self, x, training=False):
+        if training:
+            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                x, self.scale, self.offset, epsilon=self.epsilon,
+                data_format=self.data_format, is_training=True)
+            self._update_moving("moving_mean", mean)
+            self._update_moving("moving_variance", variance)
+            return y
+        y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+            x, self.scale, self.offset, mean=self.moving_mean,
+            variance=self.moving_variance, epsilon=self.epsilon,
+            data_format=self.data_format, is_training=False)
+        return y
+
+
+class ConvBN(keras.layers.Layer):
+    """[ReLU ->] k x k convolution, stride 1, SAME [-> batch norm] [-> ReLU].
+
+    Weights: `w` [k, k, C_in, filters] (He-normal as TF1), or for a
+    separable convolution `w_depth` [k, k, C_in, 1] and `w_point`
+    [1, 1, C_in, filters]; `bn/...` when `use_bn`. No bias, as the reference.
+    Input [N, H, W, C_in] -> output [N, H, W, filters].
+    """
+
+    def __init__(self, filters, kernel_size, pre_relu=False, post_relu=False,
+                 separable=False, use_bn=True, data_format="NHWC", name=None,
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.pre_relu = pre_relu
+        self.post_relu = post_relu
+        self.separable = separable
+        self.use_bn = use_bn
+        self.data_format = data_format
+        self.bn = BatchNorm(data_format=data_format) if use_bn else None
+
+    def build(self, input_shape):
+        c_in = int(input_shape[channel_axis(self.data_format)])
+        k = self.kernel_size
+        if self.separable:
+            self.w_depth = self.add_weight(name="w_depth", shape=(k, k, c_in, 1),
+                                           initializer=TF1HeNormal())
+            self.w_point = self.add_weight(
+                name="w_point", shape=(1, 1, c_in, self.filters),
+                initializer=TF1HeNormal())
+        else:
+            self.w = self.add_weight(name="w", shape=(k, k, c_in, self.filters),
+                                     initializer=TF1HeNormal())
+
+    def call(self, x, training=False):
+        if self.pre_relu:
+            x = tf.nn.relu(x)
+        if self.separable:
+            x = tf.nn.separable_conv2d(x, self.w_depth, self.w_point,
+                                       strides=[1, 1, 1, 1], padding="SAME",
+                                       data_format=self.data_format)
+        else:
+            x = tf.nn.conv2d(x, self.w, 1, "SAME", data_format=self.data_format)
+        if self.use_bn:
+            x = self.bn(x, training=training)
+        if self.post_relu:
+            x = tf.nn.relu(x)
+        return x
+
+
+class FactorizedReduction(keras.layers.Layer):
+    """Halves H and W without losing pixels to the stride (reference's
+    `_factorized_reduction`, stride 2).
+
+    Path 1: 1x1 average pool with stride 2, 1x1 conv to filters / 2
+    (`path1_conv/w`). Path 2: the input shifted by one pixel (pad bottom and
+    right, drop the first row and column), the same pool and conv
+    (`path2_conv/w`). Concatenated on channels and batch-normalised (`bn`).
+    Input [N, H, W, C] -> output [N, H/2, W/2, filters].
+    """
+
+    def __init__(self, filters, data_format="NHWC", name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        if filters % 2:
+            raise ValueError("factorized reduction needs an even number of "
+                             "filters, got {}".format(filters))
+        self.filters = filters
+        self.data_format = data_format
+        half = filters // 2
+        self.path1_conv = ConvBN(half, 1, use_bn=False, data_format=data_format,
+                                 name="path1_conv")
+        self.path2_conv = ConvBN(half, 1, use_bn=False, data_format=data_format,
+                                 name="path2_conv")
+        self.bn = BatchNorm(data_format=data_format)
+
+    def call(self, x, training=False):
+        df = self.data_format
+        strides = [1, 2, 2, 1] if df == "NHWC" else [1, 1, 2, 2]
+        path1 = tf.nn.avg_pool2d(x, 1, strides, "VALID", data_format=df)
+        path1 = self.path1_conv(path1)
+        if df == "NHWC":
+            shifted = tf.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]])[:, 1:, 1:, :]
+        else:
+            shifted = tf.pad(x, [[0, 0], [0, 0], [0, 1], [0, 1]])[:, :, 1:, 1:]
+        path2 = tf.nn.avg_pool2d(shifted, 1, strides, "VALID", data_format=df)
+        path2 = self.path2_conv(path2)
+        out = tf.concat([path1, path2], axis=channel_axis(df))
+        return self.bn(out, training=training)
+
+
+class Pool3x3(keras.layers.Layer):
+    """3x3 average or max pooling, stride 1, SAME (no weights)."""
+
+    def __init__(self, kind, data_format="NHWC", name="pool", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if kind not in ("avg", "max"):
+            raise ValueError("unknown pool {!r}".format(kind))
+        self.kind = kind
+        self.data_format = data_format
+
+    def call(self, x):
+        pool = tf.nn.avg_pool2d if self.kind == "avg" else tf.nn.max_pool2d
+        return pool(x, 3, 1, "SAME", data_format=self.data_format)
+
+
+class Classifier(keras.layers.Layer):
+    """Global average pool, dropout (training only), and a bias-free linear
+    layer `w` [C, num_classes]: [N, H, W, C] -> logits [N, num_classes]."""
+
+    def __init__(self, num_classes=10, keep_prob=1.0, data_format="NHWC",
+                 name="fc", seed=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes = num_classes
+        self.keep_prob = keep_prob
+        self.data_format = data_format
+        self.dropout = keras.layers.Dropout(1.0 - keep_prob, seed=seed,
+                                            name="dropout")
+
+    def build(self, input_shape):
+        c = int(input_shape[channel_axis(self.data_format)])
+        self.w = self.add_weight(name="w", shape=(c, self.num_classes),
+                                 initializer=TF1HeNormal())
+
+    def call(self, x, training=False):
+        x = tf.reduce_mean(x, axis=spatial_axes(self.data_format))
+        if training and self.keep_prob < 1.0:
+            x = self.dropout(x, training=True)
+        return tf.matmul(x, self.w)

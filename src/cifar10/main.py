@@ -1,0 +1,238 @@
+"""CIFAR-10 entry point: `python -m src.cifar10.main --search_for=macro ...`.
+
+Reads the reference's flags (see `src/cifar10/flags.py`), builds plain
+config objects from them, and runs the training loop of the reference's
+`train()`: child steps with the reference's log line every `--log_every`
+steps, an evaluation every `--eval_every_epochs` epochs, a checkpoint per
+epoch, resuming from `--output_dir` when it already holds one.
+"""
+
+import dataclasses
+import math
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from src.cifar10 import flags as cifar_flags
+
+cifar_flags.define_flags()
+FLAGS = flags.FLAGS
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything a CIFAR-10 run needs, read from the flags once."""
+    search_for: str
+    data_path: str
+    output_dir: str
+    reset_output_dir: bool
+    num_valids: int
+    batch_size: int
+    num_epochs: int
+    log_every: int
+    eval_every_epochs: int
+    seed: int
+    cutout_size: int
+    download: bool
+    child: object          # MacroConfig
+    train: object          # TrainConfig; lr.num_train_batches set later
+    lr_dec_every_epochs: int
+
+
+def gpu_available():
+    import tensorflow as tf
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def config_from_flags(f):
+    """Validates the flags and turns them into a RunConfig."""
+    from src import schedules
+    from src.cifar10 import arcs
+    from src.cifar10.macro_child import MacroConfig
+    from src.errors import UserError
+    from src.train_ops import TrainConfig
+
+    if f.search_for not in ("macro", "micro"):
+        raise UserError("--search_for={!r} is unknown: use macro or micro"
+                        .format(f.search_for))
+    if f.search_for == "micro":
+        raise UserError("--search_for=micro is not available in this build "
+                        "yet; use --search_for=macro")
+    if f.child_fixed_arc is None:
+        raise UserError("the macro search is not available in this build "
+                        "yet: give --child_fixed_arc to train a fixed "
+                        "architecture")
+    if f.controller_training:
+        raise UserError("--child_fixed_arc is given, so the controller cannot "
+                        "be trained: add --nocontroller_training")
+    if f.data_format not in ("NHWC", "NCHW"):
+        raise UserError("--data_format={!r} is unknown: use NHWC or NCHW"
+                        .format(f.data_format))
+    for name in ("batch_size", "num_epochs", "log_every", "eval_every_epochs",
+                 "child_num_layers", "child_out_filters"):
+        if getattr(f, name) < 1:
+            raise UserError("--{} must be at least 1, got {}".format(
+                name, getattr(f, name)))
+    if not 0.0 < f.child_keep_prob <= 1.0:
+        raise UserError("--child_keep_prob must be in (0, 1], got {}".format(
+            f.child_keep_prob))
+
+    data_format = f.data_format
+    if data_format == "NCHW" and not gpu_available():
+        print("data_format NCHW: TensorFlow has no NCHW convolutions or pools "
+              "on CPU and no GPU is visible, so this run computes in NHWC "
+              "(the numbers are the same)")
+        data_format = "NHWC"
+
+    out_filters = f.child_out_filters * f.child_out_filters_scale
+    arc = arcs.MacroArc.parse(
+        f.child_fixed_arc, f.child_num_layers, f.child_num_branches,
+        f.controller_search_whole_channels)
+    child = MacroConfig(
+        num_layers=f.child_num_layers, out_filters=out_filters,
+        num_branches=f.child_num_branches,
+        whole_channels=f.controller_search_whole_channels, fixed_arc=arc,
+        keep_prob=f.child_keep_prob, data_format=data_format,
+        fixed_separable=f.child_fixed_separable, seed=f.seed)
+    child.validate()
+    if max(arcs.pool_layers(f.child_num_layers)) < 0:
+        print("note: --child_num_layers={} < 3, so the network has no pool "
+              "layers (as in the reference)".format(f.child_num_layers))
+
+    lr = schedules.LrConfig(
+        lr_init=f.child_lr, lr_dec_start=0, lr_dec_rate=f.child_lr_dec_rate,
+        lr_cosine=f.child_lr_cosine, lr_max=f.child_lr_max,
+        lr_min=f.child_lr_min, lr_T_0=f.child_lr_T_0,
+        lr_T_mul=f.child_lr_T_mul, num_train_batches=1)
+    train = TrainConfig(l2_reg=f.child_l2_reg, clip_mode="norm",
+                        grad_bound=f.child_grad_bound, optim_algo="momentum",
+                        lr=lr)
+    num_valids = f.num_valids
+    if num_valids is None:
+        num_valids = 0 if f.child_fixed_arc is not None else 5000
+    return RunConfig(
+        search_for=f.search_for, data_path=f.data_path,
+        output_dir=f.output_dir, reset_output_dir=f.reset_output_dir,
+        num_valids=num_valids, batch_size=f.batch_size,
+        num_epochs=f.num_epochs, log_every=f.log_every,
+        eval_every_epochs=f.eval_every_epochs, seed=f.seed,
+        cutout_size=f.child_cutout_size, download=f.download, child=child,
+        train=train, lr_dec_every_epochs=f.child_lr_dec_every)
+
+
+def train(cfg):
+    """The reference's `train()` loop for a fixed-architecture child."""
+    import keras
+    import tensorflow as tf
+
+    from src import run_log
+    from src.checkpoints import RunCheckpoint
+    from src.cifar10 import data as cifar_data
+    from src.cifar10.child_trainer import ChildTrainer, check_finite
+    from src.cifar10.macro_child import MacroChild, count_params
+
+    keras.utils.set_random_seed(cfg.seed)
+    data = cifar_data.read_data(cfg.data_path, num_valids=cfg.num_valids,
+                                download=cfg.download)
+    num_train = data.num_examples("train")
+    num_train_batches = math.ceil(num_train / cfg.batch_size)
+    cfg.train.lr.num_train_batches = num_train_batches
+    cfg.train.lr.lr_dec_every = cfg.lr_dec_every_epochs * num_train_batches
+
+    print("-" * 80)
+    print("Build model child")
+    child = MacroChild(cfg.child)
+    trainer = ChildTrainer(child, cfg.train)
+    print("Model has {} params".format(count_params(child)))
+
+    ckpt = RunCheckpoint(cfg.output_dir, child=child,
+                         optimizer=trainer.optimizer)
+    restored = ckpt.restore_latest()
+    step = int(trainer.global_step.numpy())
+    epoch = step // num_train_batches
+    if restored:
+        print("Resuming from {} (epoch {}, step {})".format(
+            restored, epoch, step))
+    summaries = run_log.Summaries(cfg.output_dir)
+
+    print("-" * 80)
+    print("Starting session")
+    start_time = time.time()
+    while epoch < cfg.num_epochs:
+        for images, labels in cifar_data.train_dataset(
+                data, cfg.batch_size, epoch, cfg.seed,
+                cutout_size=cfg.cutout_size):
+            out = {k: v.numpy() for k, v in
+                   trainer.train_step(images, labels).items()}
+            step += 1
+            try:
+                check_finite({"loss": out["loss"],
+                              "gradient norm": out["grad_norm"]}, step, epoch)
+            except FloatingPointError as e:
+                print("error: the child's {}; stopping without saving. The "
+                      "last good checkpoint is {}".format(
+                          e, ckpt.latest or "none (no epoch completed)"))
+                summaries.flush()
+                return 1
+            if step % cfg.log_every == 0:
+                print(run_log.train_line(
+                    step // num_train_batches, step, out["loss"], out["lr"],
+                    out["grad_norm"], int(out["train_acc"]), cfg.batch_size,
+                    (time.time() - start_time) / 60))
+                summaries.scalars(step, {
+                    "child/loss": out["loss"], "child/lr": out["lr"],
+                    "child/grad_norm": out["grad_norm"],
+                    "child/train_acc": out["train_acc"] / images.shape[0]})
+        epoch = step // num_train_batches
+        if epoch % cfg.eval_every_epochs == 0:
+            print("Epoch {}: Eval".format(epoch))
+            splits = ["valid"] if data.images["valid"] is not None else []
+            for split in splits + ["test"]:
+                print("Eval at {}".format(step))
+                acc = trainer.evaluate(cifar_data.eval_dataset(data, split))
+                print(run_log.accuracy_line(split, acc))
+                summaries.scalars(step, {"{}_accuracy".format(split): acc})
+        ckpt.save(epoch, step)
+        summaries.flush()
+    return 0
+
+
+def main(argv):
+    from src import run_log
+    from src.errors import UserError
+
+    if len(argv) > 1:
+        raise UserError("unexpected arguments {}: every option is a --flag"
+                        .format(" ".join(argv[1:])))
+    # TensorFlow's checkpoint code logs through absl at INFO level.
+    logging.set_verbosity(logging.WARNING)
+    cfg = config_from_flags(FLAGS)
+    run_log.prepare_output_dir(cfg.output_dir, cfg.reset_output_dir)
+    run_log.start_stdout_copy(cfg.output_dir)
+    run_log.print_flags(FLAGS, cifar_flags.USER_FLAGS)
+    run_log.write_flagfile(cfg.output_dir, FLAGS, cifar_flags.USER_FLAGS)
+    return train(cfg)
+
+
+def run(argv=None):
+    """Runs `main` under absl; user errors become one line and exit 2."""
+    from src.errors import UserError
+
+    def _main(argv):
+        try:
+            sys.exit(main(argv))
+        except UserError as e:
+            sys.stdout.flush()
+            print("error: {}".format(e), file=sys.stderr)
+            sys.exit(2)
+
+    app.run(_main, argv=argv)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    run()

@@ -1,0 +1,45 @@
+"""Pieces shared by every model: the reference's weight initialisers."""
+
+import math
+
+import keras
+
+
+def he_normal_tf1(shape, dtype="float32", seed=None):
+    """He-normal as TF <= 1.10 drew it (the reference's `create_weight`).
+
+    A normal with sigma = sqrt(2 / fan_in), re-drawn beyond 2 sigma, without
+    the 0.8796 variance correction later Keras versions apply (so the actual
+    std is 0.88 sqrt(2 / fan_in)). fan_in comes from the shape as Keras'
+    VarianceScaling computes it: shape[0] for 1-D and 2-D shapes,
+    prod(shape[:-1]) for convolution kernels [k, k, in, out].
+    """
+    return TF1HeNormal(seed=seed)(shape, dtype=dtype)
+
+
+def fan_in(shape):
+    """Fan-in of a weight of this shape, as TF1's initialisers compute it."""
+    shape = tuple(int(d) for d in shape)
+    if len(shape) < 1:
+        return 1
+    if len(shape) <= 2:
+        return shape[0]
+    receptive = 1
+    for d in shape[:-2]:
+        receptive *= d
+    return shape[-2] * receptive
+
+
+class TF1HeNormal(keras.initializers.Initializer):
+    """Keras initializer form of `he_normal_tf1` (usable in `add_weight`)."""
+
+    def __init__(self, seed=None):
+        self.seed = seed
+
+    def __call__(self, shape, dtype=None):
+        stddev = math.sqrt(2.0 / max(1, fan_in(shape)))
+        return keras.initializers.TruncatedNormal(
+            mean=0.0, stddev=stddev, seed=self.seed)(shape, dtype=dtype)
+
+    def get_config(self):
+        return {"seed": self.seed}

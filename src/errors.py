@@ -1,0 +1,9 @@
+"""User-facing errors: one line that names the problem and the fix."""
+
+
+class UserError(Exception):
+    """A mistake in the user's input (flags, data, arcs, checkpoints).
+
+    Entry points print `error: <message>` on one line and exit with status 2,
+    instead of a traceback from deep inside TensorFlow.
+    """
