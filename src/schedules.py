@@ -100,14 +100,11 @@ class LrConfig:
         if lr_cosine:
             missing = [n for n, v in (("lr_max", lr_max), ("lr_min", lr_min),
                                       ("lr_T_0", lr_T_0),
-                                      ("lr_T_mul", lr_T_mul),
-                                      ("num_train_batches",
-                                       num_train_batches)) if v is None]
+                                      ("lr_T_mul", lr_T_mul)) if v is None]
             if missing:
                 raise UserError(
                     "the cosine learning rate (--child_lr_cosine) needs "
-                    + ", ".join("--child_" + m for m in missing
-                                if m != "num_train_batches")
+                    + ", ".join("--child_" + m for m in missing)
                     + ": set them or drop --child_lr_cosine")
         self.lr_init = lr_init
         self.lr_dec_start = lr_dec_start

@@ -149,7 +149,7 @@ def train(cfg):
     trainer = ChildTrainer(child, cfg.train)
     print("Model has {} params".format(count_params(child)))
 
-    ckpt = RunCheckpoint(cfg.output_dir, child=child,
+    ckpt = RunCheckpoint(cfg.output_dir, models={"child": child},
                          optimizer=trainer.optimizer)
     restored = ckpt.restore_latest()
     step = int(trainer.global_step.numpy())

@@ -1,0 +1,73 @@
+"""Parsing, validation and printing of macro arcs."""
+
+import pytest
+
+from src.cifar10 import arcs
+from src.errors import UserError
+
+FINAL_6 = "0 3 0 0 1 0 2 0 0 1 2 0 0 0 0 3 1 1 0 1 0"
+
+
+def parse(text, num_layers=6, num_branches=4, whole=True, **kw):
+    return arcs.MacroArc.parse(text, num_layers, num_branches, whole, **kw)
+
+
+def test_whole_channel_arc_splits_into_ops_and_skips():
+    arc = parse(FINAL_6)
+    assert arc.ops == (0, 3, 0, 2, 2, 3)
+    assert arc.skips == ((), (0,), (1, 0), (0, 0, 1), (0, 0, 0, 0),
+                         (1, 1, 0, 1, 0))
+    assert str(arc) == FINAL_6
+    assert arc.layer_lines()[2] == [0, 1, 0]
+
+
+def test_arc_length_counts_ops_and_skips():
+    assert arcs.macro_arc_length(24, 4, True) == 300
+    assert arcs.macro_arc_length(6, 4, False) == 6 * 8 + 15
+
+
+def test_per_channel_arc_parses_start_count_pairs():
+    text = "0 2 1 1 0 0 0 3  1 1 0 2 0 1 0 0 1"
+    arc = parse(text, num_layers=2, num_branches=4, whole=False,
+                out_filters=4)
+    assert arc.branches[0] == ((0, 2), (1, 1), (0, 0), (0, 3))
+    assert arc.skips[1] == (1,)
+    assert arc.to_list() == [int(v) for v in text.split()]
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("0 3 0", "has 3 integers but --child_num_layers=6 needs 21"),
+    (FINAL_6.replace("0 3 0 0 1", "0 7 0 0 1", 1), "layer 1, position 1: op 7"),
+    (FINAL_6[:-1] + "2", "layer 5, position 20: skip value 2"),
+    (FINAL_6.replace("3", "x", 1), "position 1 is 'x', not an integer"),
+    (FINAL_6.replace("3", "1.5", 1), "position 1 is '1.5', not an integer"),
+])
+def test_malformed_arcs_are_rejected_with_the_layer_and_position(text,
+                                                                 pattern):
+    with pytest.raises(UserError, match=pattern) as e:
+        parse(text)
+    assert "\n" not in str(e.value)
+
+
+def test_op_range_can_be_narrowed_to_the_branches_searched():
+    with pytest.raises(UserError, match="op 4 is out of range 0..3"):
+        parse("4", num_layers=1, num_ops=4)
+
+
+def test_per_channel_slices_must_fit_the_filters():
+    with pytest.raises(UserError, match="branch 1 takes channels start=3"):
+        parse("0 1 3 2", num_layers=1, num_branches=2, whole=False,
+              out_filters=4)
+
+
+def test_describe_names_ops_and_skip_sources():
+    lines = parse(FINAL_6).describe()
+    assert lines[0] == "layer 0: conv_3x3"
+    assert lines[5] == ("layer 5: sep_conv_5x5  skip from layer 0, layer 1, "
+                        "layer 3")
+
+
+def test_pool_layers_are_at_a_third_and_two_thirds():
+    assert arcs.pool_layers(6) == [1, 3]
+    assert arcs.pool_layers(24) == [7, 15]
+    assert arcs.pool_layers(12) == [3, 7]
