@@ -56,6 +56,9 @@ def config_from_flags(f):
     from src.errors import UserError
     from src.train_ops import TrainConfig
 
+    if f.search_for is None:
+        raise UserError("--search_for is required: pass --search_for=macro "
+                        "or --search_for=micro")
     if f.search_for not in ("macro", "micro"):
         raise UserError("--search_for={!r} is unknown: use macro or micro"
                         .format(f.search_for))
