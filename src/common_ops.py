@@ -1,8 +1,10 @@
-"""Pieces shared by every model: the reference's weight initialisers."""
+"""Pieces shared by every model: the reference's weight initialisers and
+the controllers' LSTM cell."""
 
 import math
 
 import keras
+import tensorflow as tf
 
 
 def he_normal_tf1(shape, dtype="float32", seed=None):
@@ -43,3 +45,33 @@ class TF1HeNormal(keras.initializers.Initializer):
 
     def get_config(self):
         return {"seed": self.seed}
+
+
+def lstm_step(x, prev_c, prev_h, w):
+    """One step of the controllers' LSTM cell, without biases.
+
+    A single fused matrix `w` [input_size + hidden, 4 * hidden] maps the
+    concatenation [x, prev_h] to the four gate blocks, in the order input,
+    forget, output, candidate. x [N, input_size]; prev_c, prev_h [N, hidden].
+    Returns (next_c, next_h).
+    """
+    gates = tf.matmul(tf.concat([x, prev_h], axis=1), w)
+    in_gate, forget_gate, out_gate, candidate = tf.split(gates, 4, axis=1)
+    next_c = (tf.sigmoid(in_gate) * tf.tanh(candidate)
+              + tf.sigmoid(forget_gate) * prev_c)
+    next_h = tf.sigmoid(out_gate) * tf.tanh(next_c)
+    return next_c, next_h
+
+
+def stacked_lstm_step(x, prev_c, prev_h, weights):
+    """One step through a stack of `lstm_step` cells: layer k reads the new
+    hidden state of layer k - 1 (layer 0 reads x). prev_c, prev_h and weights
+    are lists with one entry per layer; returns the new (c list, h list)."""
+    next_c, next_h = [], []
+    layer_input = x
+    for c, h, w in zip(prev_c, prev_h, weights):
+        c, h = lstm_step(layer_input, c, h, w)
+        next_c.append(c)
+        next_h.append(h)
+        layer_input = h
+    return next_c, next_h

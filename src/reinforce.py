@@ -42,17 +42,15 @@ class Reinforce:
     """Trains `controller` by REINFORCE on `reward_fn(arc, *batch)`.
 
     controller: has `sample()` -> dict with "arc", "log_prob" (a negative
-      number), "entropy", and optionally "skip_count", "skip_penalty";
+      number), "entropy", and optionally "skip_rate", "skip_penalty";
       and `trainable_variables`.
     reward_fn: (arc, *batch) -> float32 scalar reward (no gradient taken).
-    skip_normalizer: divides the skip count into the logged skip rate.
     """
 
-    def __init__(self, controller, reward_fn, cfg, skip_normalizer=1.0):
+    def __init__(self, controller, reward_fn, cfg):
         self.controller = controller
         self.reward_fn = reward_fn
         self.cfg = cfg
-        self.skip_normalizer = float(max(1.0, skip_normalizer))
         self.baseline = tf.Variable(0.0, trainable=False, name="baseline")
         self.lr_cfg = schedules.LrConfig(
             lr_init=cfg.lr, lr_dec_start=cfg.lr_dec_start,
@@ -81,8 +79,8 @@ class Reinforce:
             accuracy = tf.stop_gradient(self.reward_fn(sample["arc"], *batch))
             reward = accuracy
             if cfg.entropy_weight is not None:
-                # Not stopped: the reference differentiates its loss through
-                # the entropy bonus too (log_prob * entropy_weight * dH).
+                # Whether the bonus carries a gradient is the controller's
+                # choice (the reference's controllers stop it).
                 reward += cfg.entropy_weight * sample["entropy"]
             self.baseline.assign_sub(
                 (1.0 - cfg.bl_dec) * (self.baseline - tf.stop_gradient(reward)))
@@ -120,9 +118,8 @@ class Reinforce:
                "grad_norm": grad_norm, "valid_acc": accuracy,
                "reward": reward, "baseline": tf.identity(self.baseline),
                "arc": sample["arc"], "log_prob": sample["log_prob"]}
-        if "skip_count" in sample:
-            out["skip_rate"] = (tf.cast(sample["skip_count"], tf.float32)
-                                / self.skip_normalizer)
+        if "skip_rate" in sample:
+            out["skip_rate"] = sample["skip_rate"]
         return out
 
     def checkpoint_objects(self):

@@ -19,7 +19,7 @@ class TwoWayController(tf.Module):
         logp = tf.nn.log_softmax(self.w)[1]
         return {"arc": tf.constant([1]), "log_prob": logp,
                 "entropy": -logp * tf.exp(logp),
-                "skip_count": tf.constant(1), "skip_penalty": self.w[0] ** 2}
+                "skip_rate": tf.constant(1.0), "skip_penalty": self.w[0] ** 2}
 
 
 def reward_of(value):

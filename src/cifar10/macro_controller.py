@@ -1,0 +1,362 @@
+"""The macro search space's controller (the reference's `GeneralController`).
+
+An LSTM that writes a macro architecture (the encoding of
+`src.cifar10.arcs.MacroArc`) decision by decision. Per layer:
+
+- whole channels: one op id, sampled from a softmax over the LSTM output;
+  the op's embedding is the next input;
+- per channel: for each branch a start channel then a channel count, each
+  its own LSTM step, softmax and embedding; counts are restricted so that
+  start + count <= out_filters;
+- then one more LSTM step, and for layer_id > 0 one 2-way decision per
+  earlier layer (skip from it or not) scored by attention over the earlier
+  layers' outputs ("anchors"); the next input is the sum of the chosen
+  anchors divided by (1 + their number), or the start embedding `g_emb`
+  after layer 0.
+
+Every decision's logits are divided by `temperature` and squashed to
+`tanh_constant * tanh(.)` when those are set. The same code scores a given
+arc (teacher forcing): the draws are replaced by the arc's values, so the
+reported log-probability, entropy term and skip statistics of a sampled arc
+and of the same arc forced agree.
+
+Variable paths are the reference's names: `controller/lstm/layer_0/w`,
+`controller/g_emb`, `controller/emb/w`, `controller/softmax/w` (per channel:
+`controller/emb/branch_{b}/w_start`, `.../w_count`, and the same under
+`softmax`), `controller/attention/w_1`, `w_2`, `v`; all uniform in
+[-0.1, 0.1].
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from src.cifar10 import arcs
+from src.common_ops import stacked_lstm_step
+from src.errors import UserError
+
+
+@dataclasses.dataclass
+class MacroControllerConfig:
+    """The reference controller's constructor arguments that shape sampling.
+
+    op_tanh_reduce is accepted and ignored, as by the reference's macro
+    controller. skip_weight is not used here: it scales the skip penalty in
+    the controller's loss (the trainer's business).
+    """
+    num_layers: int = 4
+    num_branches: int = 6
+    out_filters: int = 48
+    lstm_size: int = 64
+    lstm_num_layers: int = 1
+    tanh_constant: float = None
+    op_tanh_reduce: float = 1.0
+    temperature: float = None
+    search_whole_channels: bool = True
+    skip_target: float = 0.8
+    skip_weight: float = 0.0
+    seed: int = None
+
+    def validate(self):
+        def need(ok, message):
+            if not ok:
+                raise UserError(message)
+        need(self.num_layers >= 1, "--child_num_layers must be at least 1, "
+             "got {}".format(self.num_layers))
+        need(self.num_branches >= 1, "--child_num_branches must be at least "
+             "1, got {}".format(self.num_branches))
+        need(self.search_whole_channels or self.out_filters >= 2,
+             "--child_out_filters={} leaves no channel count to choose: the "
+             "per-channel controller needs at least 2".format(
+                 self.out_filters))
+        need(self.lstm_size >= 1 and self.lstm_num_layers >= 1,
+             "the controller's LSTM needs a positive size and layer count, "
+             "got {} x {}".format(self.lstm_size, self.lstm_num_layers))
+        need(self.temperature is None or self.temperature > 0,
+             "--controller_temperature={} must be positive (or unset)".format(
+                 self.temperature))
+        need(0.0 < self.skip_target < 1.0,
+             "--controller_skip_target={} must lie strictly between 0 and 1: "
+             "the skip penalty takes its logarithm".format(self.skip_target))
+
+    @property
+    def arc_length(self):
+        return arcs.macro_arc_length(self.num_layers, self.num_branches,
+                                     self.search_whole_channels)
+
+
+class _Scope(keras.layers.Layer):
+    """Holds weights under one name scope, to give them the reference's
+    paths (`controller/attention/w_1`). weights: (name, shape) pairs;
+    children: nested scopes, built first."""
+
+    def __init__(self, name, weights=(), children=(), seeds=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self._weight_specs = list(weights)
+        self.children = list(children)
+        self._seeds = seeds
+
+    def build(self, input_shape=None):
+        for child in self.children:
+            child.build()
+        for name, shape in self._weight_specs:
+            setattr(self, name, self.add_weight(
+                name=name, shape=shape,
+                initializer=_uniform(self._seeds)))
+        self.built = True
+
+
+def _uniform(seeds):
+    # One seed per variable: a Keras initializer reused with the same
+    # integer seed draws the same values for every variable of a shape.
+    return keras.initializers.RandomUniform(
+        -0.1, 0.1, seed=None if seeds is None else next(seeds))
+
+
+def _seed_stream(seed, count):
+    """`count` well-mixed integer seeds derived from `seed` (None: None)."""
+    if seed is None:
+        return None
+    return iter(int(s) for s in
+                np.random.SeedSequence(seed).generate_state(count))
+
+
+class MacroController(keras.layers.Layer):
+    """The macro controller (`GeneralController`), named "controller".
+
+    sample(): draws an arc. log_prob(arc): scores a given arc. Both return
+    the dict
+      arc: int32 [arc_length], the MacroArc encoding;
+      log_prob: float32 scalar, sum of the log-probabilities of all decisions
+        (negative; the reference's `sample_log_prob` is its negation);
+      entropy: sum over decisions of -log(p) * p of the CHOSEN value only
+        (the reference's `sample_entropy`; gradient stopped);
+      skip_count: float32, number of skips chosen;
+      skip_rate: skip_count / (num_layers (num_layers - 1) / 2);
+      skip_penalty: per layer with skips, the sum over its skip decisions of
+        KL(p || [1 - target, target]) with p = sigmoid([-q, q]) = [1 -
+        sigmoid(q), sigmoid(q)] (q the decision's skip logit after
+        temperature / tanh; the skip itself is drawn from softmax([-q, q]),
+        whose skip probability is sigmoid(2 q)), averaged over those layers
+        (the reference's `skip_penaltys`; 0 with a single layer).
+    Draws come from `self.seed_generator` (a keras.random.SeedGenerator whose
+    state is a variable of this layer): checkpoint it to resume the stream.
+    """
+
+    def __init__(self, config, name="controller", **kwargs):
+        super().__init__(name=name, **kwargs)
+        config.validate()
+        self.config = config
+        cfg = config
+        size = cfg.lstm_size
+        seeds = _seed_stream(
+            cfg.seed, cfg.lstm_num_layers + 5 + 4 * cfg.num_branches)
+        self._seeds = seeds
+        self.lstm = _Scope("lstm", children=[
+            _Scope("layer_{}".format(i),
+                   weights=[("w", (2 * size, 4 * size))], seeds=seeds)
+            for i in range(cfg.lstm_num_layers)], seeds=seeds)
+        if cfg.search_whole_channels:
+            self.emb = _Scope(
+                "emb", weights=[("w", (cfg.num_branches, size))], seeds=seeds)
+            self.softmax = _Scope(
+                "softmax", weights=[("w", (size, cfg.num_branches))],
+                seeds=seeds)
+        else:
+            f = cfg.out_filters
+            self.emb = _Scope("emb", children=[
+                _Scope("branch_{}".format(b),
+                       weights=[("w_start", (f, size)),
+                                ("w_count", (f - 1, size))], seeds=seeds)
+                for b in range(cfg.num_branches)], seeds=seeds)
+            self.softmax = _Scope("softmax", children=[
+                _Scope("branch_{}".format(b),
+                       weights=[("w_start", (size, f)),
+                                ("w_count", (size, f - 1))], seeds=seeds)
+                for b in range(cfg.num_branches)], seeds=seeds)
+        self.attention = _Scope(
+            "attention", weights=[("w_1", (size, size)),
+                                  ("w_2", (size, size)), ("v", (size, 1))],
+            seeds=seeds)
+        self.build()
+        self._sample_fn = tf.function(self._sample_graph)
+        self._log_prob_fn = tf.function(
+            self._log_prob_graph,
+            input_signature=[tf.TensorSpec([cfg.arc_length], tf.int32)])
+
+    def build(self, input_shape=None):
+        self.lstm.build()
+        self.g_emb = self.add_weight(
+            name="g_emb", shape=(1, self.config.lstm_size),
+            initializer=_uniform(self._seeds))
+        self.emb.build()
+        self.softmax.build()
+        self.attention.build()
+        # Created in the layer's scope: `controller/sampler/...` paths.
+        self.seed_generator = keras.random.SeedGenerator(
+            seed=self.config.seed, name="sampler")
+        self.built = True
+
+    # -- public API -------------------------------------------------------
+
+    def sample(self):
+        """Draws one arc; returns the dict described in the class doc."""
+        return self._sample_fn()
+
+    def log_prob(self, arc):
+        """Scores `arc` (any integer sequence of arc_length values) with the
+        same decisions as `sample`, the draws replaced by the arc's values.
+        Returns the same dict (`arc` is the given arc). A value the
+        controller could never produce (an op out of range, a count of 0 or
+        beyond out_filters - start) has log-probability -inf or raises."""
+        arc = tf.cast(tf.convert_to_tensor(arc), tf.int32)
+        n = self.config.arc_length
+        if arc.shape.rank != 1 or (arc.shape[0] is not None
+                                   and arc.shape[0] != n):
+            raise ValueError("arc has shape {}, the controller's arcs have "
+                             "{} values".format(arc.shape, n))
+        return self._log_prob_fn(arc)
+
+    def call(self, arc=None):
+        """Untraced form: sample when `arc` is None, else score it."""
+        return self._decide_all(arc)
+
+    # -- the decisions ----------------------------------------------------
+
+    def _sample_graph(self):
+        return self._decide_all(None)
+
+    def _log_prob_graph(self, arc):
+        return self._decide_all(arc)
+
+    def _shape_logits(self, logits):
+        cfg = self.config
+        if cfg.temperature is not None:
+            logits = logits / cfg.temperature
+        if cfg.tanh_constant is not None:
+            logits = cfg.tanh_constant * tf.tanh(logits)
+        return logits
+
+    def _choose(self, logits, forced):
+        """One row of decisions: logits [n, k]; forced int32 [n] or None.
+
+        Returns (choice int32 [n], neg_log_prob scalar, entropy scalar), the
+        negative log-probability and the -log(p) p terms summed over rows."""
+        if forced is None:
+            choice = keras.random.categorical(
+                logits, 1, dtype="int32", seed=self.seed_generator)[:, 0]
+        else:
+            choice = forced
+        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=choice, logits=logits)
+        entropy = tf.stop_gradient(nll * tf.exp(-nll))
+        return choice, tf.reduce_sum(nll), tf.reduce_sum(entropy)
+
+    def _decide_all(self, forced_arc):
+        cfg = self.config
+        w_lstm = [scope.w for scope in self.lstm.children]
+        zeros = tf.zeros([1, cfg.lstm_size], tf.float32)
+        prev_c = [zeros] * cfg.lstm_num_layers
+        prev_h = [zeros] * cfg.lstm_num_layers
+
+        def step(x):
+            nonlocal prev_c, prev_h
+            prev_c, prev_h = stacked_lstm_step(x, prev_c, prev_h, w_lstm)
+            return prev_h[-1]
+
+        skip_targets = tf.constant(
+            [1.0 - cfg.skip_target, cfg.skip_target], tf.float32)
+        pos = 0
+
+        def forced(n, offset=0):
+            if forced_arc is None:
+                return None
+            return forced_arc[pos:pos + n] - offset
+
+        arc_parts, nlls, entropies = [], [], []
+        skip_counts, skip_penalties = [], []
+        anchors, anchors_w_1 = [], []
+        inputs = self.g_emb
+        for layer_id in range(cfg.num_layers):
+            if cfg.search_whole_channels:
+                h = step(inputs)
+                logits = self._shape_logits(tf.matmul(h, self.softmax.w))
+                op, nll, ent = self._choose(logits, forced(1))
+                pos += 1
+                arc_parts.append(op)
+                nlls.append(nll)
+                entropies.append(ent)
+                inputs = tf.gather(self.emb.w, op)
+            else:
+                for b in range(cfg.num_branches):
+                    soft, emb = self.softmax.children[b], self.emb.children[b]
+                    h = step(inputs)
+                    logits = self._shape_logits(tf.matmul(h, soft.w_start))
+                    start, nll, ent = self._choose(logits, forced(1))
+                    pos += 1
+                    arc_parts.append(start)
+                    nlls.append(nll)
+                    entropies.append(ent)
+                    inputs = tf.gather(emb.w_start, start)
+
+                    h = step(inputs)
+                    logits = self._shape_logits(tf.matmul(h, soft.w_count))
+                    # Count index c stands for c + 1 channels; allowed while
+                    # start + c + 1 <= out_filters.
+                    allowed = tf.less_equal(
+                        tf.range(cfg.out_filters - 1, dtype=tf.int32)[None, :],
+                        cfg.out_filters - 1 - start[:, None])
+                    logits = tf.where(
+                        allowed, logits,
+                        tf.fill(tf.shape(logits), -np.inf))
+                    count, nll, ent = self._choose(logits, forced(1, 1))
+                    pos += 1
+                    arc_parts.append(count + 1)
+                    nlls.append(nll)
+                    entropies.append(ent)
+                    inputs = tf.gather(emb.w_count, count)
+
+            h = step(inputs)
+            if layer_id > 0:
+                query = tf.tanh(tf.concat(anchors_w_1, axis=0)
+                                + tf.matmul(h, self.attention.w_2))
+                query = tf.matmul(query, self.attention.v)
+                logits = self._shape_logits(
+                    tf.concat([-query, query], axis=1))
+                skip, nll, ent = self._choose(logits, forced(layer_id))
+                pos += layer_id
+                arc_parts.append(skip)
+                nlls.append(nll)
+                entropies.append(ent)
+
+                skip_prob = tf.sigmoid(logits)
+                skip_penalties.append(tf.reduce_sum(
+                    skip_prob * tf.math.log(skip_prob / skip_targets)))
+
+                skip = tf.cast(skip, tf.float32)[None, :]
+                num_skips = tf.reduce_sum(skip)
+                skip_counts.append(num_skips)
+                inputs = (tf.matmul(skip, tf.concat(anchors, axis=0))
+                          / (1.0 + num_skips))
+            else:
+                inputs = self.g_emb
+            anchors.append(h)
+            anchors_w_1.append(tf.matmul(h, self.attention.w_1))
+
+        if skip_counts:
+            skip_count = tf.reduce_sum(tf.stack(skip_counts))
+            skip_penalty = tf.reduce_mean(tf.stack(skip_penalties))
+        else:
+            skip_count = tf.constant(0.0)
+            skip_penalty = tf.constant(0.0)
+        num_pairs = cfg.num_layers * (cfg.num_layers - 1) // 2
+        return {
+            "arc": tf.concat(arc_parts, axis=0),
+            "log_prob": -tf.reduce_sum(tf.stack(nlls)),
+            "entropy": tf.reduce_sum(tf.stack(entropies)),
+            "skip_count": skip_count,
+            "skip_rate": skip_count / float(max(1, num_pairs)),
+            "skip_penalty": skip_penalty,
+        }
