@@ -115,6 +115,19 @@ def train_line(epoch, step, loss, lr, grad_norm, train_acc, batch_size,
             + " mins={:<10.2f}".format(minutes))
 
 
+def controller_line(step, loss, entropy, lr, grad_norm, valid_acc, baseline,
+                    minutes):
+    """The reference's controller training log line."""
+    return ("ctrl_step={:<6d}".format(step)
+            + " loss={:<7.3f}".format(loss)
+            + " ent={:<5.2f}".format(entropy)
+            + " lr={:<6.4f}".format(lr)
+            + " |g|={:<8.4f}".format(grad_norm)
+            + " acc={:<6.4f}".format(valid_acc)
+            + " bl={:<5.2f}".format(baseline)
+            + " mins={:<.2f}".format(minutes))
+
+
 def accuracy_line(split, accuracy):
     """`valid_accuracy: 0.1234` / `test_accuracy: ...`."""
     return "{}_accuracy: {:<6.4f}".format(split, accuracy)

@@ -63,8 +63,9 @@ def test_per_channel_slices_must_fit_the_filters():
 def test_describe_names_ops_and_skip_sources():
     lines = parse(FINAL_6).describe()
     assert lines[0] == "layer 0: conv_3x3"
-    assert lines[5] == ("layer 5: sep_conv_5x5  skip from layer 0, layer 1, "
-                        "layer 3")
+    # Bit j of layer 5 is the j-th output so far: the stem, then layer j - 1.
+    assert lines[5] == ("layer 5: sep_conv_5x5  skip from stem, layer 0, "
+                        "layer 2")
 
 
 def test_pool_layers_are_at_a_third_and_two_thirds():

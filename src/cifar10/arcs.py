@@ -56,7 +56,8 @@ class MacroArc:
     ops: per layer, the op id (whole channels) or None.
     branches: per layer, ((start, count) per branch) for per-channel arcs,
       else None.
-    skips: per layer, a tuple of `layer_id` 0/1 values (skip from layer j).
+    skips: per layer, a tuple of `layer_id` 0/1 values; bit j adds the j-th
+      output so far (j = 0 the stem, j > 0 layer j - 1).
     """
     num_layers: int
     num_branches: int
@@ -157,7 +158,8 @@ class MacroArc:
         return lines
 
     def describe(self):
-        """Readable lines: layer, op name (or channel slices), skip sources."""
+        """Readable lines: layer, op name (or channel slices), skip sources
+        (the stem or an earlier layer)."""
         lines = []
         for layer in range(self.num_layers):
             if self.whole_channels:
@@ -166,11 +168,12 @@ class MacroArc:
                 what = ", ".join(
                     "{}[{}:{}]".format(MACRO_OPS[b], s, s + c)
                     for b, (s, c) in enumerate(self.branches[layer]) if c)
-            srcs = [j for j, bit in enumerate(self.skips[layer]) if bit]
+            # Skip bit j connects the j-th output so far: the stem for j = 0,
+            # else layer j - 1 (the reference's prev_layers[j]).
+            srcs = ["stem" if j == 0 else "layer {}".format(j - 1)
+                    for j, bit in enumerate(self.skips[layer]) if bit]
             lines.append("layer {}: {}{}".format(
-                layer, what,
-                "  skip from " + ", ".join("layer {}".format(j) for j in srcs)
-                if srcs else ""))
+                layer, what, "  skip from " + ", ".join(srcs) if srcs else ""))
         return lines
 
 

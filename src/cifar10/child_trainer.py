@@ -33,15 +33,19 @@ class ChildTrainer:
     lr, grad_norm, train_acc; `eval_step(images, labels)` -> correct count.
 
     The optimiser's `iterations` is the child's global step (updates so far).
+    arc_fn: for a search-mode child, a function returning a fresh arc tensor
+    (the controller's sample); called once per step, inside the traced step,
+    as the reference's graph samples a new arc at every session run.
     """
 
-    def __init__(self, child, train_cfg, jit_compile=False):
+    def __init__(self, child, train_cfg, jit_compile=False, arc_fn=None):
         self.child = child
         self.cfg = train_cfg
+        self.arc_fn = arc_fn
         self.optimizer = make_optimizer(
             train_cfg.optim_algo, schedules.StepSchedule(train_cfg.lr))
         # Variables are created eagerly, outside the traced steps.
-        child(tf.zeros([1, 32, 32, 3]), training=False)
+        self._forward(tf.zeros([1, 32, 32, 3]), training=False)
         self.variables = list(child.trainable_variables)
         self.optimizer.build(self.variables)
         self.train_step = tf.function(
@@ -55,9 +59,14 @@ class ChildTrainer:
     def global_step(self):
         return self.optimizer.iterations
 
+    def _forward(self, images, training):
+        if self.arc_fn is None:
+            return self.child(images, training=training)
+        return self.child(images, training=training, arc=self.arc_fn())
+
     def _train_step(self, images, labels):
         with tf.GradientTape() as tape:
-            logits = self.child(images, training=True)
+            logits = self._forward(images, training=True)
             loss = cross_entropy(logits, labels)
         lr, grad_norm = apply_train_step(tape, loss, self.variables,
                                          self.optimizer, self.cfg)
@@ -65,7 +74,9 @@ class ChildTrainer:
                 "train_acc": num_correct(logits, labels)}
 
     def _eval_step(self, images, labels):
-        return num_correct(self.child(images, training=False), labels)
+        # Searching, every batch is scored with a fresh arc, as the
+        # reference's valid and test graphs read the controller's sample.
+        return num_correct(self._forward(images, training=False), labels)
 
     def evaluate(self, dataset):
         """Accuracy over a whole evaluation dataset (every example once)."""

@@ -94,6 +94,139 @@ class BatchNorm(keras.layers.Layer):
         return y
 
 
+class MaskedBatchNorm(keras.layers.Layer):
+    """The reference's `batch_norm_with_mask`: batch norm of the channels
+    [start, start + count) of a `num_channels`-wide set of statistics.
+
+    The input holds only the selected channels ([N, H, W, count]). Training:
+    normalise with the batch mean and biased batch variance (TF's fused
+    kernel) and update the selected channels' moving statistics by the plain
+    rule `moving -= (1 - decay) (moving - batch_stat)` (no zero-debiasing;
+    the variance fed is the fused kernel's Bessel-corrected one); the other
+    channels' statistics are untouched. Inference: normalise with the
+    selected channels' moving statistics. Epsilon 1e-3 by default.
+
+    Weights: offset, scale (trainable), moving_mean, moving_variance (not
+    trainable), all [num_channels].
+    """
+
+    def __init__(self, num_channels, decay=0.9, epsilon=1e-3,
+                 data_format="NHWC", name="bn", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_channels = num_channels
+        self.decay = decay
+        self.epsilon = epsilon
+        self.data_format = data_format
+
+    def build(self, input_shape=None):
+        c = self.num_channels
+        zeros, ones = keras.initializers.Zeros(), keras.initializers.Ones()
+        self.offset = self.add_weight(name="offset", shape=(c,),
+                                      initializer=zeros)
+        self.scale = self.add_weight(name="scale", shape=(c,),
+                                     initializer=ones)
+        self.moving_mean = self.add_weight(
+            name="moving_mean", shape=(c,), initializer=zeros,
+            trainable=False)
+        self.moving_variance = self.add_weight(
+            name="moving_variance", shape=(c,), initializer=ones,
+            trainable=False)
+
+    def _select(self, v, start, count):
+        if start is None:
+            return tf.convert_to_tensor(v)
+        return tf.slice(v, tf.reshape(start, [1]), tf.reshape(count, [1]))
+
+    def _update(self, moving, start, count, value):
+        one_minus_decay = tf.constant(1.0 - self.decay, tf.float32)
+        delta = (self._select(moving, start, count) - value) * one_minus_decay
+        if start is None:
+            moving.assign(moving - delta)
+        else:
+            indices = tf.range(start, start + count)[:, None]
+            moving.assign(tf.tensor_scatter_nd_sub(
+                tf.convert_to_tensor(moving), indices, delta))
+
+    def call(self, x, start=None, count=None, training=False):
+        """x: [N, H, W, count]. start, count: int scalars (Python or int32
+        tensors); None for all channels."""
+        scale = self._select(self.scale, start, count)
+        offset = self._select(self.offset, start, count)
+        if training:
+            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                x, scale, offset, epsilon=self.epsilon,
+                data_format=self.data_format, is_training=True)
+            self._update(self.moving_mean, start, count, mean)
+            self._update(self.moving_variance, start, count, variance)
+            return y
+        y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+            x, scale, offset,
+            mean=self._select(self.moving_mean, start, count),
+            variance=self._select(self.moving_variance, start, count),
+            epsilon=self.epsilon, data_format=self.data_format,
+            is_training=False)
+        return y
+
+
+class SlicedConvBN(keras.layers.Layer):
+    """k x k convolution to the output channels [start, start + count) of a
+    `filters`-wide weight, then masked batch norm (the second half of the
+    reference's search-mode `_conv_branch`, without its ReLU).
+
+    Weights: `w` [k, k, C_in, filters], or for a separable convolution
+    `w_depth` [k, k, C_in, 1] and `w_point` [filters, C_in] (2-D, rows are
+    output channels, as the reference stores it; He-normal fan-in is
+    therefore `filters`); `bn/...` a MaskedBatchNorm of `filters` channels.
+    Input [N, H, W, C_in] -> output [N, H, W, count] (`filters` when start
+    is None).
+    """
+
+    def __init__(self, filters, kernel_size, separable=False,
+                 data_format="NHWC", name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.separable = separable
+        self.data_format = data_format
+        self.bn = MaskedBatchNorm(filters, data_format=data_format)
+
+    def build(self, input_shape):
+        c_in = int(input_shape[channel_axis(self.data_format)])
+        self.c_in = c_in
+        k = self.kernel_size
+        if self.separable:
+            self.w_depth = self.add_weight(name="w_depth", shape=(k, k, c_in, 1),
+                                           initializer=TF1HeNormal())
+            self.w_point = self.add_weight(
+                name="w_point", shape=(self.filters, c_in),
+                initializer=TF1HeNormal())
+        else:
+            self.w = self.add_weight(
+                name="w", shape=(k, k, c_in, self.filters),
+                initializer=TF1HeNormal())
+        self.bn.build()
+
+    def call(self, x, start=None, count=None, training=False):
+        df = self.data_format
+        if self.separable:
+            w_point = tf.convert_to_tensor(self.w_point)
+            if start is not None:
+                w_point = tf.slice(w_point, tf.stack([start, 0]),
+                                   tf.stack([count, self.c_in]))
+            w_point = tf.reshape(
+                tf.transpose(w_point),
+                [1, 1, self.c_in, self.filters if start is None else count])
+            x = tf.nn.separable_conv2d(x, self.w_depth, w_point,
+                                       strides=[1, 1, 1, 1], padding="SAME",
+                                       data_format=df)
+        else:
+            w = tf.convert_to_tensor(self.w)
+            if start is not None:
+                w = w[:, :, :, start:start + count]
+            x = tf.nn.conv2d(x, w, 1, "SAME", data_format=df)
+        return self.bn(x, start=start, count=count, training=training)
+
+
 class ConvBN(keras.layers.Layer):
     """[ReLU ->] k x k convolution, stride 1, SAME [-> batch norm] [-> ReLU].
 
@@ -128,6 +261,13 @@ class ConvBN(keras.layers.Layer):
         else:
             self.w = self.add_weight(name="w", shape=(k, k, c_in, self.filters),
                                      initializer=TF1HeNormal())
+        if self.use_bn:
+            # Built here rather than on first call, so that a parent can
+            # create every weight up front (the macro search child's
+            # branches run inside tf.switch_case, where none may be created).
+            out_shape = list(input_shape)
+            out_shape[channel_axis(self.data_format)] = self.filters
+            self.bn.build(tuple(out_shape))
 
     def call(self, x, training=False):
         if self.pre_relu:

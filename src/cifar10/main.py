@@ -41,6 +41,17 @@ class RunConfig:
     child: object          # MacroConfig
     train: object          # TrainConfig; lr.num_train_batches set later
     lr_dec_every_epochs: int
+    # Search only (None / unused with a fixed arc).
+    controller: object = None      # MacroControllerConfig
+    reinforce: object = None       # ReinforceConfig
+    controller_training: bool = False
+    controller_train_every: int = 2
+    controller_train_steps: int = 50
+    controller_num_aggregate: int = 1
+
+    @property
+    def searching(self):
+        return self.child.fixed_arc is None
 
 
 def gpu_available():
@@ -65,11 +76,7 @@ def config_from_flags(f):
     if f.search_for == "micro":
         raise UserError("--search_for=micro is not available in this build "
                         "yet; use --search_for=macro")
-    if f.child_fixed_arc is None:
-        raise UserError("the macro search is not available in this build "
-                        "yet: give --child_fixed_arc to train a fixed "
-                        "architecture")
-    if f.controller_training:
+    if f.child_fixed_arc is not None and f.controller_training:
         raise UserError("--child_fixed_arc is given, so the controller cannot "
                         "be trained: add --nocontroller_training")
     if f.data_format not in ("NHWC", "NCHW"):
@@ -92,9 +99,15 @@ def config_from_flags(f):
         data_format = "NHWC"
 
     out_filters = f.child_out_filters * f.child_out_filters_scale
-    arc = arcs.MacroArc.parse(
-        f.child_fixed_arc, f.child_num_layers, f.child_num_branches,
-        f.controller_search_whole_channels)
+    arc = None
+    if f.child_fixed_arc is not None:
+        arc = arcs.MacroArc.parse(
+            f.child_fixed_arc, f.child_num_layers, f.child_num_branches,
+            f.controller_search_whole_channels)
+    elif not 4 <= f.child_num_branches <= 6:
+        raise UserError("--child_num_branches={} cannot be searched: the macro "
+                        "search space has 4, 5 or 6 branches".format(
+                            f.child_num_branches))
     child = MacroConfig(
         num_layers=f.child_num_layers, out_filters=out_filters,
         num_branches=f.child_num_branches,
@@ -117,6 +130,30 @@ def config_from_flags(f):
     num_valids = f.num_valids
     if num_valids is None:
         num_valids = 0 if f.child_fixed_arc is not None else 5000
+    controller = reinforce = None
+    if arc is None:
+        from src.cifar10.macro_controller import MacroControllerConfig
+        from src.reinforce import ReinforceConfig
+        if num_valids < 1:
+            raise UserError("searching needs validation images for the "
+                            "controller's reward: set --num_valids > 0")
+        controller = MacroControllerConfig(
+            num_layers=f.child_num_layers, num_branches=f.child_num_branches,
+            out_filters=out_filters, lstm_size=64, lstm_num_layers=1,
+            tanh_constant=f.controller_tanh_constant,
+            op_tanh_reduce=f.controller_op_tanh_reduce,
+            temperature=f.controller_temperature,
+            search_whole_channels=f.controller_search_whole_channels,
+            skip_target=f.controller_skip_target,
+            skip_weight=f.controller_skip_weight, seed=f.seed)
+        controller.validate()
+        reinforce = ReinforceConfig(
+            lr=f.controller_lr, l2_reg=f.controller_l2_reg,
+            bl_dec=f.controller_bl_dec,
+            entropy_weight=f.controller_entropy_weight,
+            skip_weight=f.controller_skip_weight,
+            sync_replicas=f.controller_sync_replicas,
+            num_aggregate=f.controller_num_aggregate)
     return RunConfig(
         search_for=f.search_for, data_path=f.data_path,
         output_dir=f.output_dir, reset_output_dir=f.reset_output_dir,
@@ -124,13 +161,19 @@ def config_from_flags(f):
         num_epochs=f.num_epochs, log_every=f.log_every,
         eval_every_epochs=f.eval_every_epochs, seed=f.seed,
         cutout_size=f.child_cutout_size, download=f.download, child=child,
-        train=train, lr_dec_every_epochs=f.child_lr_dec_every)
+        train=train, lr_dec_every_epochs=f.child_lr_dec_every,
+        controller=controller, reinforce=reinforce,
+        controller_training=bool(f.controller_training and arc is None),
+        controller_train_every=f.controller_train_every,
+        controller_train_steps=f.controller_train_steps,
+        controller_num_aggregate=f.controller_num_aggregate)
 
 
 def train(cfg):
-    """The reference's `train()` loop for a fixed-architecture child."""
+    """The reference's `train()` loop: child epochs, then (when searching)
+    the controller's training and its 10 sample architectures, then the
+    evaluations, then a checkpoint."""
     import keras
-    import tensorflow as tf
 
     from src import run_log
     from src.checkpoints import RunCheckpoint
@@ -149,11 +192,19 @@ def train(cfg):
     print("-" * 80)
     print("Build model child")
     child = MacroChild(cfg.child)
-    trainer = ChildTrainer(child, cfg.train)
+    search = None
+    if cfg.searching:
+        search = MacroSearch(cfg, child, data)
+    trainer = ChildTrainer(child, cfg.train,
+                           arc_fn=search.sample_arc if search else None)
     print("Model has {} params".format(count_params(child)))
 
-    ckpt = RunCheckpoint(cfg.output_dir, models={"child": child},
-                         optimizer=trainer.optimizer)
+    models = {"child": child}
+    objects = {"optimizer": trainer.optimizer}
+    if search:
+        models["controller"] = search.controller
+        objects.update(search.reinforce.checkpoint_objects())
+    ckpt = RunCheckpoint(cfg.output_dir, models=models, **objects)
     restored = ckpt.restore_latest()
     step = int(trainer.global_step.numpy())
     epoch = step // num_train_batches
@@ -165,6 +216,18 @@ def train(cfg):
     print("-" * 80)
     print("Starting session")
     start_time = time.time()
+
+    def stop_on_nan(values, what):
+        try:
+            check_finite(values, step, epoch)
+        except FloatingPointError as e:
+            print("error: the {}'s {}; stopping without saving. The last "
+                  "good checkpoint is {}".format(
+                      what, e, ckpt.latest or "none (no epoch completed)"))
+            summaries.flush()
+            return True
+        return False
+
     while epoch < cfg.num_epochs:
         for images, labels in cifar_data.train_dataset(
                 data, cfg.batch_size, epoch, cfg.seed,
@@ -172,14 +235,8 @@ def train(cfg):
             out = {k: v.numpy() for k, v in
                    trainer.train_step(images, labels).items()}
             step += 1
-            try:
-                check_finite({"loss": out["loss"],
-                              "gradient norm": out["grad_norm"]}, step, epoch)
-            except FloatingPointError as e:
-                print("error: the child's {}; stopping without saving. The "
-                      "last good checkpoint is {}".format(
-                          e, ckpt.latest or "none (no epoch completed)"))
-                summaries.flush()
+            if stop_on_nan({"loss": out["loss"],
+                            "gradient norm": out["grad_norm"]}, "child"):
                 return 1
             if step % cfg.log_every == 0:
                 print(run_log.train_line(
@@ -192,6 +249,12 @@ def train(cfg):
                     "child/train_acc": out["train_acc"] / images.shape[0]})
         epoch = step // num_train_batches
         if epoch % cfg.eval_every_epochs == 0:
+            if (search and cfg.controller_training
+                    and epoch % cfg.controller_train_every == 0):
+                if not search.train_controller(epoch, start_time, summaries,
+                                               stop_on_nan):
+                    return 1
+                search.print_architectures(epoch)
             print("Epoch {}: Eval".format(epoch))
             splits = ["valid"] if data.images["valid"] is not None else []
             for split in splits + ["test"]:
@@ -202,6 +265,125 @@ def train(cfg):
         ckpt.save(epoch, step)
         summaries.flush()
     return 0
+
+
+class MacroSearch:
+    """The controller side of a macro search: the controller, its REINFORCE
+    trainer fed by shuffled validation batches, and the reference's
+    "Here are 10 architectures" printout (also kept in `arcs.jsonl` and
+    `best_arc.txt` in the output folder)."""
+
+    def __init__(self, cfg, child, data):
+        import tensorflow as tf
+
+        from src.cifar10 import data as cifar_data
+        from src.cifar10.child_trainer import num_correct
+        from src.cifar10.macro_controller import MacroController
+        from src.reinforce import Reinforce
+
+        self.cfg = cfg
+        self.child = child
+        self.controller = MacroController(cfg.controller)
+        batch_size = float(cfg.batch_size)
+
+        def reward(arc, images, labels):
+            # The reference's build_valid_rl: the child in inference mode on
+            # a shuffled validation batch, accuracy over batch_size.
+            logits = child(images, training=False, arc=arc)
+            return tf.cast(num_correct(logits, labels), tf.float32) / batch_size
+
+        self.reinforce = Reinforce(self.controller, reward, cfg.reinforce)
+        self._valid = iter(cifar_data.valid_rl_batches(
+            data, cfg.batch_size, cfg.seed))
+
+        def sample_and_score(images, labels):
+            arc = self.controller.sample()["arc"]
+            return arc, reward(arc, images, labels)
+
+        self._sample_and_score = tf.function(sample_and_score)
+        self.arcs_path = os.path.join(cfg.output_dir, "arcs.jsonl")
+        self.best_path = os.path.join(cfg.output_dir, "best_arc.txt")
+
+    def sample_arc(self):
+        """A fresh arc for a child step (inside the child's tf.function)."""
+        return self.controller.sample()["arc"]
+
+    def train_controller(self, epoch, start_time, summaries, stop_on_nan):
+        from src import run_log
+        print("Epoch {}: Training controller".format(epoch))
+        cfg = self.cfg
+        for ct_step in range(cfg.controller_train_steps
+                             * cfg.controller_num_aggregate):
+            images, labels = next(self._valid)
+            out = {k: v.numpy() for k, v in
+                   self.reinforce.run(images, labels).items()}
+            if stop_on_nan({"loss": out["loss"], "reward": out["reward"],
+                            "gradient norm": out["grad_norm"]},
+                           "controller"):
+                return False
+            controller_step = int(self.reinforce.train_step.numpy())
+            if ct_step % cfg.log_every == 0:
+                print(run_log.controller_line(
+                    controller_step, out["loss"], out["entropy"], out["lr"],
+                    out["grad_norm"], out["valid_acc"], out["baseline"],
+                    (time.time() - start_time) / 60))
+                summaries.scalars(controller_step, {
+                    "controller/loss": out["loss"],
+                    "controller/entropy": out["entropy"],
+                    "controller/valid_acc": out["valid_acc"],
+                    "controller/baseline": out["baseline"],
+                    "controller/skip_rate": out.get("skip_rate", 0.0)})
+        return True
+
+    def print_architectures(self, epoch, count=10):
+        """Prints `count` sampled arcs in the reference's layout with their
+        accuracy on one validation batch; appends them to arcs.jsonl and
+        keeps the best so far in best_arc.txt."""
+        import json
+
+        import numpy as np
+
+        from src.cifar10 import arcs
+
+        cfg = self.cfg
+        print("Here are {} architectures".format(count))
+        best = self._best_so_far()
+        with open(self.arcs_path, "a") as f:
+            for _ in range(count):
+                images, labels = next(self._valid)
+                arc, acc = self._sample_and_score(images, labels)
+                flat = [int(v) for v in arc.numpy()]
+                acc = float(acc)
+                parsed = arcs.MacroArc.parse(
+                    flat, cfg.child.num_layers, cfg.child.num_branches,
+                    cfg.child.whole_channels)
+                for line in parsed.layer_lines():
+                    print(np.reshape(np.array(line), [-1]))
+                print("val_acc={:<6.4f}".format(acc))
+                print("-" * 80)
+                record = {"epoch": epoch, "arc": str(parsed),
+                          "layers": parsed.describe(), "reward": acc}
+                if parsed.whole_channels:
+                    record["ops"] = [arcs.MACRO_OPS[o] for o in parsed.ops]
+                f.write(json.dumps(record) + "\n")
+                if best is None or acc > best[0]:
+                    best = (acc, str(parsed))
+                    with open(self.best_path, "w") as b:
+                        b.write(best[1] + "\n")
+
+    def _best_so_far(self):
+        import json
+        best = None
+        if os.path.exists(self.arcs_path):
+            with open(self.arcs_path) as f:
+                for line in f:
+                    try:
+                        r = json.loads(line)
+                    except ValueError:
+                        continue
+                    if best is None or r["reward"] > best[0]:
+                        best = (r["reward"], r["arc"])
+        return best
 
 
 def main(argv):
