@@ -34,7 +34,9 @@ flags.DEFINE_integer("steps", 20, "Timed steps; at least 20.")
 FLAGS = flags.FLAGS
 
 # The reference's seconds per step on this kind of machine (2 cores, NHWC,
-# median of 25 steps), from ../shared/reference/README.md.
+# median of 25 steps), from ../shared/reference/README.md. macro_search_cpu:
+# 0.110 with its closure bug fixed (all six branches run), 0.062 as
+# published (only max pool ran).
 REFERENCE_S_PER_STEP = {
     "macro_fixed_cpu": 0.089,
     "macro_search_cpu": 0.110,
@@ -53,8 +55,11 @@ MACRO_FIXED_CPU_ARC = "0 3 0 0 1 0 2 0 0 1 2 0 0 0 0 3 1 1 0 1 0"
 
 @dataclasses.dataclass
 class Case:
+    """step(): runs one step and blocks until it is done. extra(): optional,
+    run after the timing, returns more result fields (e.g. gating ratio)."""
     step: callable
     description: str
+    extra: callable = None
 
 
 def _synthetic_cifar(num_train, seed=0):
@@ -81,7 +86,6 @@ def _fixed_macro_case(arc, num_layers, out_filters, num_branches, batch_size,
                       keep_prob, lr_cosine=True):
     from src import schedules
     from src.cifar10 import arcs
-    from src.cifar10 import data as cifar_data
     from src.cifar10.child_trainer import ChildTrainer
     from src.cifar10.macro_child import MacroChild, MacroConfig
     from src.train_ops import TrainConfig
@@ -98,15 +102,7 @@ def _fixed_macro_case(arc, num_layers, out_filters, num_branches, batch_size,
     trainer = ChildTrainer(MacroChild(cfg), TrainConfig(
         l2_reg=2e-4, clip_mode="norm", grad_bound=5.0, lr=lr))
 
-    def batches():
-        epoch = 0
-        while True:
-            for batch in cifar_data.train_dataset(data, batch_size, epoch, 0):
-                if batch[0].shape[0] == batch_size:
-                    yield batch
-            epoch += 1
-
-    it = batches()
+    it = _batches(data, batch_size)
 
     def step():
         images, labels = next(it)
@@ -116,6 +112,141 @@ def _fixed_macro_case(arc, num_layers, out_filters, num_branches, batch_size,
     return Case(step, "macro fixed child training step, {} layers, {} "
                 "filters, batch {}".format(num_layers, out_filters,
                                            batch_size))
+
+
+def _batches(data, batch_size):
+    """Endless full training batches through the real pipeline."""
+    from src.cifar10 import data as cifar_data
+    epoch = 0
+    while True:
+        for batch in cifar_data.train_dataset(data, batch_size, epoch, 0):
+            if batch[0].shape[0] == batch_size:
+                yield batch
+        epoch += 1
+
+
+def _macro_search_parts(num_layers, out_filters, batch_size, num_branches=6):
+    """A search-mode macro child with its trainer and the search script's
+    controller, as the search loop builds them."""
+    from src import schedules
+    from src.cifar10.child_trainer import ChildTrainer
+    from src.cifar10.macro_child import MacroChild, MacroConfig
+    from src.cifar10.macro_controller import (MacroController,
+                                              MacroControllerConfig)
+    from src.train_ops import TrainConfig
+
+    data = _synthetic_cifar(max(2000, 40 * batch_size))
+    child = MacroChild(MacroConfig(
+        num_layers=num_layers, out_filters=out_filters,
+        num_branches=num_branches, whole_channels=True, fixed_arc=None,
+        keep_prob=0.9))
+    controller = MacroController(MacroControllerConfig(
+        num_layers=num_layers, num_branches=num_branches,
+        out_filters=out_filters, tanh_constant=1.5, op_tanh_reduce=2.5,
+        skip_target=0.4, skip_weight=0.8, seed=0))
+    nb = -(-data.num_examples("train") // batch_size)
+    train_cfg = TrainConfig(
+        l2_reg=2.5e-4, clip_mode="norm", grad_bound=5.0,
+        lr=schedules.LrConfig(lr_cosine=True, lr_max=0.05, lr_min=0.0005,
+                              lr_T_0=10, lr_T_mul=2, num_train_batches=nb))
+    trainer = ChildTrainer(child, train_cfg,
+                           arc_fn=lambda: controller.sample()["arc"])
+    return data, child, controller, trainer
+
+
+def _gating_floor(data, child, controller, trainer, batch_size, num_arcs=5,
+                  steps_per_arc=5):
+    """Times the gated search step (arc as a tensor, tf.switch_case) and the
+    same child with each arc baked in at trace time, for the same arcs.
+    Returns the medians and their ratio."""
+    import tensorflow as tf
+
+    from src.cifar10.child_trainer import cross_entropy
+    from src.cifar10.macro_child import BakedArc
+    from src.train_ops import apply_train_step
+
+    def make_step(baked=None):
+        def step(images, labels, arc):
+            with tf.GradientTape() as tape:
+                logits = child(images, training=True,
+                               arc=arc if baked is None else baked)
+                loss = cross_entropy(logits, labels)
+            apply_train_step(tape, loss, trainer.variables, trainer.optimizer,
+                             trainer.cfg)
+            return loss
+        return tf.function(step)
+
+    arcs = [controller.sample()["arc"] for _ in range(num_arcs)]
+    batches = _batches(data, batch_size)
+    gated = make_step()
+    timings = {"gated": [], "baked": []}
+    for arc in arcs:
+        baked = make_step(BakedArc(arc.numpy()))
+        for name, fn in (("gated", gated), ("baked", baked)):
+            for i in range(steps_per_arc + 1):
+                images, labels = next(batches)
+                t = time.perf_counter()
+                fn(images, labels, arc).numpy()
+                if i:  # the first call of each may trace
+                    timings[name].append(time.perf_counter() - t)
+    gated_s = statistics.median(timings["gated"])
+    baked_s = statistics.median(timings["baked"])
+    return {"gated_step_s_median": gated_s, "baked_step_s_median": baked_s,
+            "gating_ratio": gated_s / baked_s,
+            "gating_arcs": num_arcs, "gating_steps_per_arc": steps_per_arc}
+
+
+def _macro_search_case(num_layers, out_filters, batch_size):
+    data, child, controller, trainer = _macro_search_parts(
+        num_layers, out_filters, batch_size)
+    it = _batches(data, batch_size)
+
+    def step():
+        images, labels = next(it)
+        trainer.train_step(images, labels)["loss"].numpy()
+
+    def extra():
+        return _gating_floor(data, child, controller, trainer, batch_size)
+
+    return Case(step, "macro search child training step with a new sampled "
+                "arc every step, {} layers, {} filters, 6 branches, batch {}"
+                .format(num_layers, out_filters, batch_size), extra)
+
+
+def macro_search_cpu():
+    return _macro_search_case(6, 16, 32)
+
+
+def macro_search_full():
+    return _macro_search_case(12, 36, 128)
+
+
+def macro_controller_cpu():
+    import tensorflow as tf
+
+    from src.cifar10 import data as cifar_data
+    from src.cifar10.child_trainer import num_correct
+    from src.reinforce import Reinforce, ReinforceConfig
+
+    data, child, controller, _ = _macro_search_parts(6, 16, 32)
+    data.images["valid"] = data.images["train"][:320]
+    data.labels["valid"] = data.labels["train"][:320]
+
+    def reward(arc, images, labels):
+        logits = child(images, training=False, arc=arc)
+        return tf.cast(num_correct(logits, labels), tf.float32) / 32.0
+
+    trainer = Reinforce(controller, reward, ReinforceConfig(
+        lr=1e-3, bl_dec=0.99, entropy_weight=1e-4, skip_weight=0.8))
+    it = iter(cifar_data.valid_rl_batches(data, 32, 0))
+
+    def step():
+        images, labels = next(it)
+        trainer.run(images, labels)["loss"].numpy()
+
+    return Case(step, "one macro controller update: sample an arc, its "
+                "reward on a validation batch of 32 (6 layers, 16 filters), "
+                "baseline, Adam")
 
 
 def macro_fixed_cpu():
@@ -133,7 +264,10 @@ def macro_fixed_full():
 
 CONFIGS = {
     "macro_fixed_cpu": macro_fixed_cpu,
+    "macro_search_cpu": macro_search_cpu,
+    "macro_controller_cpu": macro_controller_cpu,
     "macro_fixed_full": macro_fixed_full,
+    "macro_search_full": macro_search_full,
 }
 
 
@@ -170,6 +304,9 @@ def time_config(name, warmup=5, steps=20):
         "steps": steps,
         "warmup": warmup,
     }
+    if case.extra is not None:
+        result.update(case.extra())
+        result["peak_rss_mb"] = peak_rss_mb()
     ref = REFERENCE_S_PER_STEP.get(name)
     if ref:
         result["reference_step_s"] = ref
@@ -179,14 +316,18 @@ def time_config(name, warmup=5, steps=20):
 
 def format_row(r):
     ratio = r.get("ratio_to_reference")
-    return "{:<22s} {:>9.4f} {:>9.4f} {:>9.4f} {:>8.1f} {:>9.0f} {:>7s}".format(
+    gating = r.get("gating_ratio")
+    return ("{:<22s} {:>9.4f} {:>9.4f} {:>9.4f} {:>8.1f} {:>9.0f} {:>7s} "
+            "{:>7s}").format(
         r["config"], r["step_s_median"], r["step_s_min"], r["step_s_max"],
         r["build_s"], r["peak_rss_mb"],
-        "{:.2f}".format(ratio) if ratio else "-")
+        "{:.2f}".format(ratio) if ratio else "-",
+        "{:.2f}".format(gating) if gating else "-")
 
 
-HEADER = "{:<22s} {:>9s} {:>9s} {:>9s} {:>8s} {:>9s} {:>7s}".format(
-    "config", "median_s", "min_s", "max_s", "build_s", "peak_MB", "vs_ref")
+HEADER = "{:<22s} {:>9s} {:>9s} {:>9s} {:>8s} {:>9s} {:>7s} {:>7s}".format(
+    "config", "median_s", "min_s", "max_s", "build_s", "peak_MB", "vs_ref",
+    "gating")
 
 
 def main(argv):

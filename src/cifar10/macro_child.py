@@ -302,6 +302,16 @@ class FinalConv(keras.layers.Layer):
         return tf.nn.relu(self.bn(out, training=training))
 
 
+class BakedArc:
+    """An arc fixed at trace time (Python ints): the search child then runs
+    its choices without `tf.switch_case` or masking by skip bits. Only the
+    benchmark uses it, as the floor the gated search step is compared with;
+    each distinct arc needs its own trace."""
+
+    def __init__(self, values):
+        self.values = tuple(int(v) for v in values)
+
+
 class SkipSum(keras.layers.Layer):
     """Search-mode skip connections (`skip`): the layer's output plus every
     earlier output whose skip value is 1, then BN (`bn`)."""
@@ -314,8 +324,13 @@ class SkipSum(keras.layers.Layer):
         self.bn.build(input_shape)
 
     def call(self, out, prev_layers, skips, training=False):
-        terms = [tf.where(tf.equal(skips[j], 1), prev, tf.zeros_like(prev))
-                 for j, prev in enumerate(prev_layers)]
+        if isinstance(skips, (list, tuple)):  # baked: Python ints
+            terms = [prev for j, prev in enumerate(prev_layers)
+                     if skips[j] == 1]
+        else:
+            terms = [tf.where(tf.equal(skips[j], 1), prev,
+                              tf.zeros_like(prev))
+                     for j, prev in enumerate(prev_layers)]
         return self.bn(tf.add_n(terms + [out]), training=training)
 
 
@@ -380,10 +395,21 @@ class SearchMacroLayer(keras.layers.Layer):
     def call(self, prev_layers, arc, start_idx, training=False):
         x = prev_layers[-1]
         out_shape = _with_channels(x.shape, self.filters, self.data_format)
+        baked = isinstance(arc, BakedArc)
+        if baked:
+            # The benchmark's floor: choices fixed at trace time.
+            skips = list(arc.values[start_idx + (
+                1 if self.whole_channels else 2 * self.num_branches):]
+                [:self.layer_id])
+            arc = (arc.values if self.whole_channels
+                   else tf.constant(arc.values, tf.int32))
         if self.whole_channels:
-            fns = [functools.partial(self.run_branch, i, x, training)
-                   for i in range(self.num_branches)]
-            out = tf.switch_case(arc[start_idx], fns)
+            if baked:
+                out = self.run_branch(arc[start_idx], x, training)
+            else:
+                fns = [functools.partial(self.run_branch, i, x, training)
+                       for i in range(self.num_branches)]
+                out = tf.switch_case(arc[start_idx], fns)
             out.set_shape(out_shape)
             skip_start = start_idx + 1
         else:
@@ -397,8 +423,9 @@ class SearchMacroLayer(keras.layers.Layer):
             out.set_shape(out_shape)
             skip_start = start_idx + 2 * self.num_branches
         if self.skip is not None:
-            skips = arc[skip_start:skip_start + self.layer_id]
-            out = self.skip(out, prev_layers[:self.layer_id], skips,
+            if not baked:
+                skips = arc[skip_start:skip_start + self.layer_id]
+            out = self.skip(out, prev_layers[:self.layer_id], skips=skips,
                             training=training)
         layers = list(prev_layers) + [out]
         if self.pool_at is not None:
@@ -458,6 +485,12 @@ class MacroChild(keras.layers.Layer):
         if arc is None:
             raise ValueError("the macro search child needs an arc: call "
                              "child(images, training, arc=arc_tensor)")
+        if isinstance(arc, BakedArc):
+            if len(arc.values) != self.cfg.arc_length:
+                raise ValueError(
+                    "the arc has {} values, this search space needs {}".format(
+                        len(arc.values), self.cfg.arc_length))
+            return arc
         arc = tf.convert_to_tensor(arc)
         if arc.dtype != tf.int32:
             arc = tf.cast(arc, tf.int32)

@@ -293,8 +293,8 @@ class MacroSearch:
             return tf.cast(num_correct(logits, labels), tf.float32) / batch_size
 
         self.reinforce = Reinforce(self.controller, reward, cfg.reinforce)
-        self._valid = iter(cifar_data.valid_rl_batches(
-            data, cfg.batch_size, cfg.seed))
+        self._data = data
+        self._valid = None
 
         def sample_and_score(images, labels):
             arc = self.controller.sample()["arc"]
@@ -308,10 +308,20 @@ class MacroSearch:
         """A fresh arc for a child step (inside the child's tf.function)."""
         return self.controller.sample()["arc"]
 
+    def start_epoch(self, epoch):
+        """Validation batches of this epoch's controller phase: a stream
+        seeded by (seed, epoch), so a run resumed at an epoch boundary
+        scores the same batches."""
+        from src.cifar10 import data as cifar_data
+        self._valid = iter(cifar_data.valid_rl_batches(
+            self._data, self.cfg.batch_size,
+            self.cfg.seed * 1000003 + epoch))
+
     def train_controller(self, epoch, start_time, summaries, stop_on_nan):
         from src import run_log
         print("Epoch {}: Training controller".format(epoch))
         cfg = self.cfg
+        self.start_epoch(epoch)
         for ct_step in range(cfg.controller_train_steps
                              * cfg.controller_num_aggregate):
             images, labels = next(self._valid)
@@ -346,6 +356,8 @@ class MacroSearch:
         from src.cifar10 import arcs
 
         cfg = self.cfg
+        if self._valid is None:
+            self.start_epoch(epoch)
         print("Here are {} architectures".format(count))
         best = self._best_so_far()
         with open(self.arcs_path, "a") as f:
