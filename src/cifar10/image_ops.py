@@ -24,6 +24,18 @@ def num_channels(x, data_format):
     return int(x.shape[channel_axis(data_format)])
 
 
+def _add_batch_norm_weights(layer, c):
+    """offset, scale (trainable) and moving_mean, moving_variance of [c]."""
+    zeros, ones = keras.initializers.Zeros(), keras.initializers.Ones()
+    layer.offset = layer.add_weight(name="offset", shape=(c,),
+                                    initializer=zeros)
+    layer.scale = layer.add_weight(name="scale", shape=(c,), initializer=ones)
+    layer.moving_mean = layer.add_weight(
+        name="moving_mean", shape=(c,), initializer=zeros, trainable=False)
+    layer.moving_variance = layer.add_weight(
+        name="moving_variance", shape=(c,), initializer=ones, trainable=False)
+
+
 class BatchNorm(keras.layers.Layer):
     """Batch norm exactly as the reference's `batch_norm` computes it.
 
@@ -50,17 +62,8 @@ class BatchNorm(keras.layers.Layer):
 
     def build(self, input_shape):
         c = int(input_shape[channel_axis(self.data_format)])
-        zeros, ones = keras.initializers.Zeros(), keras.initializers.Ones()
-        self.offset = self.add_weight(name="offset", shape=(c,),
-                                      initializer=zeros)
-        self.scale = self.add_weight(name="scale", shape=(c,),
-                                     initializer=ones)
-        self.moving_mean = self.add_weight(
-            name="moving_mean", shape=(c,), initializer=zeros,
-            trainable=False)
-        self.moving_variance = self.add_weight(
-            name="moving_variance", shape=(c,), initializer=ones,
-            trainable=False)
+        _add_batch_norm_weights(self, c)
+        zeros = keras.initializers.Zeros()
         self._debias = {}
         for stat in ("moving_mean", "moving_variance"):
             self._debias[stat] = (
@@ -120,17 +123,7 @@ class MaskedBatchNorm(keras.layers.Layer):
 
     def build(self, input_shape=None):
         c = self.num_channels
-        zeros, ones = keras.initializers.Zeros(), keras.initializers.Ones()
-        self.offset = self.add_weight(name="offset", shape=(c,),
-                                      initializer=zeros)
-        self.scale = self.add_weight(name="scale", shape=(c,),
-                                     initializer=ones)
-        self.moving_mean = self.add_weight(
-            name="moving_mean", shape=(c,), initializer=zeros,
-            trainable=False)
-        self.moving_variance = self.add_weight(
-            name="moving_variance", shape=(c,), initializer=ones,
-            trainable=False)
+        _add_batch_norm_weights(self, c)
 
     def _select(self, v, start, count):
         if start is None:
