@@ -324,14 +324,19 @@ class SkipSum(keras.layers.Layer):
         self.bn.build(input_shape)
 
     def call(self, out, prev_layers, skips, training=False):
-        if isinstance(skips, (list, tuple)):  # baked: Python ints
-            terms = [prev for j, prev in enumerate(prev_layers)
-                     if skips[j] == 1]
-        else:
-            terms = [tf.where(tf.equal(skips[j], 1), prev,
-                              tf.zeros_like(prev))
-                     for j, prev in enumerate(prev_layers)]
-        return self.bn(tf.add_n(terms + [out]), training=training)
+        baked = isinstance(skips, (list, tuple))  # Python ints
+        total = out
+        for j, prev in enumerate(prev_layers):
+            if baked:
+                total = total + prev if skips[j] == 1 else total
+            else:
+                # tf.cond, not a masked sum: an unchosen skip costs no
+                # memory traffic, forward or backward (it matters at full
+                # size).
+                total = tf.cond(tf.equal(skips[j], 1),
+                                lambda t=total, p=prev: t + p,
+                                lambda t=total: t)
+        return self.bn(total, training=training)
 
 
 class SearchMacroLayer(keras.layers.Layer):
