@@ -6,6 +6,8 @@ step of the reference's `_build_train` + `get_train_ops`, and the evaluation
 step of `_build_valid` / `_build_test`.
 """
 
+import inspect
+
 import numpy as np
 import tensorflow as tf
 
@@ -36,17 +38,32 @@ class ChildTrainer:
     arc_fn: for a search-mode child, a function returning a fresh arc tensor
     (the controller's sample); called once per step, inside the traced step,
     as the reference's graph samples a new arc at every session run.
+    eval_training_mode: evaluate with the child in training mode (batch
+    statistics, dropout), as the reference's micro search does.
+    train_aux_head: children with an aux head (the micro child) leave its
+    weights out of the optimiser, as the reference, unless this is set.
+
+    A child may return (logits, aux_logits) in training; the objective is
+    then cross-entropy + 0.4 x aux cross-entropy, and the logged loss the
+    first term alone, as the reference logs it. A child whose `call` takes
+    `step` receives the global step (drop-path's training progress).
     """
 
-    def __init__(self, child, train_cfg, jit_compile=False, arc_fn=None):
+    def __init__(self, child, train_cfg, jit_compile=False, arc_fn=None,
+                 eval_training_mode=False, train_aux_head=False):
         self.child = child
         self.cfg = train_cfg
         self.arc_fn = arc_fn
+        self.eval_training_mode = eval_training_mode
+        self._pass_step = "step" in inspect.signature(child.call).parameters
         self.optimizer = make_optimizer(
             train_cfg.optim_algo, schedules.StepSchedule(train_cfg.lr))
         # Variables are created eagerly, outside the traced steps.
-        self._forward(tf.zeros([1, 32, 32, 3]), training=False)
-        self.variables = list(child.trainable_variables)
+        self._forward(tf.zeros([2, 32, 32, 3]), training=False)
+        if hasattr(child, "optimizer_variables"):
+            self.variables = list(child.optimizer_variables(train_aux_head))
+        else:
+            self.variables = list(child.trainable_variables)
         self.optimizer.build(self.variables)
         self.train_step = tf.function(
             self._train_step, input_signature=[IMAGE_SPEC, LABEL_SPEC],
@@ -60,23 +77,36 @@ class ChildTrainer:
         return self.optimizer.iterations
 
     def _forward(self, images, training):
-        if self.arc_fn is None:
-            return self.child(images, training=training)
-        return self.child(images, training=training, arc=self.arc_fn())
+        kwargs = {}
+        if self.arc_fn is not None:
+            kwargs["arc"] = self.arc_fn()
+        if self._pass_step:
+            kwargs["step"] = self.optimizer.iterations
+        return self.child(images, training=training, **kwargs)
 
     def _train_step(self, images, labels):
         with tf.GradientTape() as tape:
-            logits = self._forward(images, training=True)
+            out = self._forward(images, training=True)
+            logits, aux_logits = out if isinstance(out, tuple) else (out, None)
             loss = cross_entropy(logits, labels)
-        lr, grad_norm = apply_train_step(tape, loss, self.variables,
+            objective = loss
+            if aux_logits is not None:
+                objective = loss + 0.4 * cross_entropy(aux_logits, labels)
+        lr, grad_norm = apply_train_step(tape, objective, self.variables,
                                          self.optimizer, self.cfg)
         return {"loss": loss, "lr": lr, "grad_norm": grad_norm,
                 "train_acc": num_correct(logits, labels)}
 
+    def logits(self, images):
+        """Evaluation logits: inference mode, or training mode when
+        `eval_training_mode` (aux logits dropped)."""
+        out = self._forward(images, training=self.eval_training_mode)
+        return out[0] if isinstance(out, tuple) else out
+
     def _eval_step(self, images, labels):
         # Searching, every batch is scored with a fresh arc, as the
         # reference's valid and test graphs read the controller's sample.
-        return num_correct(self._forward(images, training=False), labels)
+        return num_correct(self.logits(images), labels)
 
     def evaluate(self, dataset):
         """Accuracy over a whole evaluation dataset (every example once)."""

@@ -48,6 +48,9 @@ class RunConfig:
     controller_train_every: int = 2
     controller_train_steps: int = 50
     controller_num_aggregate: int = 1
+    # Micro search runs its valid, test and reward passes in training mode.
+    eval_training_mode: bool = False
+    train_aux_head: bool = False
 
     @property
     def searching(self):
@@ -194,16 +197,20 @@ def train(cfg):
     child = MacroChild(cfg.child)
     search = None
     if cfg.searching:
-        search = MacroSearch(cfg, child, data)
+        from src.cifar10.search import ArchitectureSearch
+        search = ArchitectureSearch(
+            cfg, child, data, reward_training_mode=cfg.eval_training_mode)
     trainer = ChildTrainer(child, cfg.train,
-                           arc_fn=search.sample_arc if search else None)
+                           arc_fn=search.sample_arc if search else None,
+                           eval_training_mode=cfg.eval_training_mode,
+                           train_aux_head=cfg.train_aux_head)
     print("Model has {} params".format(count_params(child)))
 
     models = {"child": child}
     objects = {"optimizer": trainer.optimizer}
     if search:
         models["controller"] = search.controller
-        objects.update(search.reinforce.checkpoint_objects())
+        objects.update(search.checkpoint_objects())
     ckpt = RunCheckpoint(cfg.output_dir, models=models, **objects)
     restored = ckpt.restore_latest()
     step = int(trainer.global_step.numpy())
@@ -265,137 +272,6 @@ def train(cfg):
         ckpt.save(epoch, step)
         summaries.flush()
     return 0
-
-
-class MacroSearch:
-    """The controller side of a macro search: the controller, its REINFORCE
-    trainer fed by shuffled validation batches, and the reference's
-    "Here are 10 architectures" printout (also kept in `arcs.jsonl` and
-    `best_arc.txt` in the output folder)."""
-
-    def __init__(self, cfg, child, data):
-        import tensorflow as tf
-
-        from src.cifar10 import data as cifar_data
-        from src.cifar10.child_trainer import num_correct
-        from src.cifar10.macro_controller import MacroController
-        from src.reinforce import Reinforce
-
-        self.cfg = cfg
-        self.child = child
-        self.controller = MacroController(cfg.controller)
-        batch_size = float(cfg.batch_size)
-
-        def reward(arc, images, labels):
-            # The reference's build_valid_rl: the child in inference mode on
-            # a shuffled validation batch, accuracy over batch_size.
-            logits = child(images, training=False, arc=arc)
-            return tf.cast(num_correct(logits, labels), tf.float32) / batch_size
-
-        self.reinforce = Reinforce(self.controller, reward, cfg.reinforce)
-        self._data = data
-        self._valid = None
-
-        def sample_and_score(images, labels):
-            arc = self.controller.sample()["arc"]
-            return arc, reward(arc, images, labels)
-
-        self._sample_and_score = tf.function(sample_and_score)
-        self.arcs_path = os.path.join(cfg.output_dir, "arcs.jsonl")
-        self.best_path = os.path.join(cfg.output_dir, "best_arc.txt")
-
-    def sample_arc(self):
-        """A fresh arc for a child step (inside the child's tf.function)."""
-        return self.controller.sample()["arc"]
-
-    def start_epoch(self, epoch):
-        """Validation batches of this epoch's controller phase: a stream
-        seeded by (seed, epoch), so a run resumed at an epoch boundary
-        scores the same batches."""
-        from src.cifar10 import data as cifar_data
-        self._valid = iter(cifar_data.valid_rl_batches(
-            self._data, self.cfg.batch_size,
-            self.cfg.seed * 1000003 + epoch))
-
-    def train_controller(self, epoch, start_time, summaries, stop_on_nan):
-        from src import run_log
-        print("Epoch {}: Training controller".format(epoch))
-        cfg = self.cfg
-        self.start_epoch(epoch)
-        for ct_step in range(cfg.controller_train_steps
-                             * cfg.controller_num_aggregate):
-            images, labels = next(self._valid)
-            out = {k: v.numpy() for k, v in
-                   self.reinforce.run(images, labels).items()}
-            if stop_on_nan({"loss": out["loss"], "reward": out["reward"],
-                            "gradient norm": out["grad_norm"]},
-                           "controller"):
-                return False
-            controller_step = int(self.reinforce.train_step.numpy())
-            if ct_step % cfg.log_every == 0:
-                print(run_log.controller_line(
-                    controller_step, out["loss"], out["entropy"], out["lr"],
-                    out["grad_norm"], out["valid_acc"], out["baseline"],
-                    (time.time() - start_time) / 60))
-                summaries.scalars(controller_step, {
-                    "controller/loss": out["loss"],
-                    "controller/entropy": out["entropy"],
-                    "controller/valid_acc": out["valid_acc"],
-                    "controller/baseline": out["baseline"],
-                    "controller/skip_rate": out.get("skip_rate", 0.0)})
-        return True
-
-    def print_architectures(self, epoch, count=10):
-        """Prints `count` sampled arcs in the reference's layout with their
-        accuracy on one validation batch; appends them to arcs.jsonl and
-        keeps the best so far in best_arc.txt."""
-        import json
-
-        import numpy as np
-
-        from src.cifar10 import arcs
-
-        cfg = self.cfg
-        if self._valid is None:
-            self.start_epoch(epoch)
-        print("Here are {} architectures".format(count))
-        best = self._best_so_far()
-        with open(self.arcs_path, "a") as f:
-            for _ in range(count):
-                images, labels = next(self._valid)
-                arc, acc = self._sample_and_score(images, labels)
-                flat = [int(v) for v in arc.numpy()]
-                acc = float(acc)
-                parsed = arcs.MacroArc.parse(
-                    flat, cfg.child.num_layers, cfg.child.num_branches,
-                    cfg.child.whole_channels)
-                for line in parsed.layer_lines():
-                    print(np.reshape(np.array(line), [-1]))
-                print("val_acc={:<6.4f}".format(acc))
-                print("-" * 80)
-                record = {"epoch": epoch, "arc": str(parsed),
-                          "layers": parsed.describe(), "reward": acc}
-                if parsed.whole_channels:
-                    record["ops"] = [arcs.MACRO_OPS[o] for o in parsed.ops]
-                f.write(json.dumps(record) + "\n")
-                if best is None or acc > best[0]:
-                    best = (acc, str(parsed))
-                    with open(self.best_path, "w") as b:
-                        b.write(best[1] + "\n")
-
-    def _best_so_far(self):
-        import json
-        best = None
-        if os.path.exists(self.arcs_path):
-            with open(self.arcs_path) as f:
-                for line in f:
-                    try:
-                        r = json.loads(line)
-                    except ValueError:
-                        continue
-                    if best is None or r["reward"] > best[0]:
-                        best = (r["reward"], r["arc"])
-        return best
 
 
 def main(argv):
