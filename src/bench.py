@@ -168,9 +168,13 @@ def _gating_floor(data, child, controller, trainer, batch_size, num_arcs=5,
     def make_step(baked=None):
         def step(images, labels, arc):
             with tf.GradientTape() as tape:
-                logits = child(images, training=True,
-                               arc=arc if baked is None else baked)
-                loss = cross_entropy(logits, labels)
+                out = child(images, training=True,
+                            arc=arc if baked is None else baked)
+                if isinstance(out, tuple):  # with an aux head
+                    loss = (cross_entropy(out[0], labels)
+                            + 0.4 * cross_entropy(out[1], labels))
+                else:
+                    loss = cross_entropy(out, labels)
             apply_train_step(tape, loss, trainer.variables, trainer.optimizer,
                              trainer.cfg)
             return loss
@@ -249,6 +253,126 @@ def macro_controller_cpu():
                 "baseline, Adam")
 
 
+MICRO_FINAL_ARC = ("0 2 0 0 0 4 0 1 0 4 1 1 1 0 0 1 0 2 1 1 "
+                   "1 0 1 0 0 3 0 2 1 1 3 1 1 0 0 4 0 3 1 1")
+
+
+def _micro_parts(num_layers, out_filters, batch_size, fixed_arc=None,
+                 keep_prob=0.9, drop_path_keep_prob=0.6):
+    """A micro child (search mode unless `fixed_arc`) with its trainer and,
+    when searching, the search script's controller."""
+    from src import schedules
+    from src.cifar10 import arcs
+    from src.cifar10.child_trainer import ChildTrainer
+    from src.cifar10.micro_child import MicroChild, MicroConfig
+    from src.train_ops import TrainConfig
+
+    data = _synthetic_cifar(max(2000, 40 * batch_size))
+    nb = -(-data.num_examples("train") // batch_size)
+    cfg = MicroConfig(
+        num_layers=num_layers, num_cells=5, out_filters=out_filters,
+        keep_prob=keep_prob, drop_path_keep_prob=drop_path_keep_prob,
+        use_aux_heads=True, num_train_steps=100 * nb,
+        fixed_arc=(arcs.MicroArc.parse(fixed_arc, 5) if fixed_arc else None))
+    child = MicroChild(cfg)
+    controller = None
+    arc_fn = None
+    if fixed_arc is None:
+        from src.cifar10.micro_controller import (MicroController,
+                                                  MicroControllerConfig)
+        controller = MicroController(MicroControllerConfig(
+            num_cells=5, num_branches=5, tanh_constant=1.10,
+            op_tanh_reduce=2.5, seed=0))
+        arc_fn = lambda: controller.sample()["arc"]  # noqa: E731
+    train_cfg = TrainConfig(
+        l2_reg=1e-4, clip_mode="norm", grad_bound=5.0,
+        lr=schedules.LrConfig(lr_cosine=True, lr_max=0.05, lr_min=0.0005,
+                              lr_T_0=10, lr_T_mul=2, num_train_batches=nb))
+    trainer = ChildTrainer(child, train_cfg, arc_fn=arc_fn,
+                           eval_training_mode=fixed_arc is None)
+    return data, child, controller, trainer
+
+
+def _micro_search_case(num_layers, out_filters, batch_size):
+    data, child, controller, trainer = _micro_parts(
+        num_layers, out_filters, batch_size)
+    it = _batches(data, batch_size)
+
+    def step():
+        images, labels = next(it)
+        trainer.train_step(images, labels)["loss"].numpy()
+
+    def extra():
+        return _gating_floor(data, child, controller, trainer, batch_size)
+
+    return Case(step, "micro search child training step with a new sampled "
+                "arc every step, child_num_layers={}, 5 cells, {} filters, "
+                "aux head, batch {}".format(num_layers, out_filters,
+                                            batch_size), extra)
+
+
+def _micro_fixed_case(num_layers, out_filters, batch_size, keep_prob):
+    data, _, _, trainer = _micro_parts(num_layers, out_filters, batch_size,
+                                       fixed_arc=MICRO_FINAL_ARC,
+                                       keep_prob=keep_prob)
+    it = _batches(data, batch_size)
+
+    def step():
+        images, labels = next(it)
+        trainer.train_step(images, labels)["loss"].numpy()
+
+    return Case(step, "micro fixed child training step, the arc of "
+                "cifar10_micro_final.sh, child_num_layers={}, {} filters, "
+                "aux head, drop-path, batch {}".format(
+                    num_layers, out_filters, batch_size))
+
+
+def micro_search_cpu():
+    return _micro_search_case(2, 16, 32)
+
+
+def micro_search_full():
+    return _micro_search_case(6, 20, 160)
+
+
+def micro_fixed_cpu():
+    return _micro_fixed_case(2, 16, 32, 0.8)
+
+
+def micro_fixed_full():
+    return _micro_fixed_case(15, 36, 144, 0.8)
+
+
+def micro_controller_cpu():
+    import tensorflow as tf
+
+    from src.cifar10 import data as cifar_data
+    from src.cifar10.child_trainer import num_correct
+    from src.reinforce import Reinforce, ReinforceConfig
+
+    data, child, controller, _ = _micro_parts(2, 16, 32)
+    data.images["valid"] = data.images["train"][:320]
+    data.labels["valid"] = data.labels["train"][:320]
+
+    def reward(arc, images, labels):
+        out = child(images, training=True, arc=arc)
+        logits = out[0] if isinstance(out, tuple) else out
+        return tf.cast(num_correct(logits, labels), tf.float32) / 32.0
+
+    trainer = Reinforce(controller, reward, ReinforceConfig(
+        lr=3.5e-3, bl_dec=0.99, entropy_weight=1e-4))
+    it = iter(cifar_data.valid_rl_batches(data, 32, 0))
+
+    def step():
+        images, labels = next(it)
+        trainer.run(images, labels)["loss"].numpy()
+
+    return Case(step, "one micro controller update: sample a normal and a "
+                "reduction cell, their reward on a validation batch of 32 "
+                "(training-mode child, child_num_layers=2, 16 filters), "
+                "baseline, Adam")
+
+
 def macro_fixed_cpu():
     return _fixed_macro_case(MACRO_FIXED_CPU_ARC, 6, 16, 4, 32, 0.5)
 
@@ -266,8 +390,13 @@ CONFIGS = {
     "macro_fixed_cpu": macro_fixed_cpu,
     "macro_search_cpu": macro_search_cpu,
     "macro_controller_cpu": macro_controller_cpu,
+    "micro_search_cpu": micro_search_cpu,
+    "micro_fixed_cpu": micro_fixed_cpu,
+    "micro_controller_cpu": micro_controller_cpu,
     "macro_fixed_full": macro_fixed_full,
     "macro_search_full": macro_search_full,
+    "micro_search_full": micro_search_full,
+    "micro_fixed_full": micro_fixed_full,
 }
 
 

@@ -106,5 +106,14 @@ def define_flags():
       "(port) Build ops 1 and 3 of a fixed macro arc as separable "
       "convolutions; the reference builds them as ordinary convolutions, "
       "which is how its published macro result was trained.")
+    d("boolean", "child_search_eval_training_mode", True,
+      "(port) Micro search: run the valid, test and reward passes in "
+      "training mode (batch statistics, dropout), as the reference does; "
+      "--nochild_search_eval_training_mode evaluates with the moving "
+      "statistics and no dropout.")
+    d("boolean", "child_train_aux_head", False,
+      "(port) Also train the micro aux head's own weights. The reference "
+      "leaves them out of its optimiser (they keep their initial values; the "
+      "aux loss still trains the body).")
     d("boolean", "download", True,
       "(port) Download CIFAR-10 into --data_path when it is not there.")

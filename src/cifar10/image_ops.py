@@ -356,3 +356,195 @@ class Classifier(keras.layers.Layer):
         if training and self.keep_prob < 1.0:
             x = self.dropout(x, training=True)
         return tf.matmul(x, self.w)
+
+
+class SepConvBN(keras.layers.Layer):
+    """ReLU -> depthwise-separable k x k convolution (stride on both spatial
+    axes, SAME) -> batch norm: one `sep_conv_{i}` of the reference's fixed
+    micro cells (`_fixed_conv`).
+
+    Weights: `w_depth` [k, k, C_in, 1], `w_point` [1, 1, C_in, filters]
+    (He-normal as TF1), `bn/...` (BatchNorm).
+    Input [N, H, W, C_in] -> output [N, H / stride, W / stride, filters].
+    """
+
+    def __init__(self, filters, kernel_size, stride=1, data_format="NHWC",
+                 name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.data_format = data_format
+        self.bn = BatchNorm(data_format=data_format)
+
+    def build(self, input_shape):
+        c_in = int(input_shape[channel_axis(self.data_format)])
+        k = self.kernel_size
+        self.w_depth = self.add_weight(name="w_depth", shape=(k, k, c_in, 1),
+                                       initializer=TF1HeNormal())
+        self.w_point = self.add_weight(name="w_point",
+                                       shape=(1, 1, c_in, self.filters),
+                                       initializer=TF1HeNormal())
+        out_shape = list(input_shape)
+        out_shape[channel_axis(self.data_format)] = self.filters
+        self.bn.build(tuple(out_shape))
+
+    def call(self, x, training=False):
+        s = self.stride
+        strides = [1, s, s, 1] if self.data_format == "NHWC" else [1, 1, s, s]
+        x = tf.nn.separable_conv2d(tf.nn.relu(x), self.w_depth, self.w_point,
+                                   strides=strides, padding="SAME",
+                                   data_format=self.data_format)
+        return self.bn(x, training=training)
+
+
+class RowBatchNorm(keras.layers.Layer):
+    """Batch norm whose offset and scale are one row, chosen at call time,
+    of [num_rows, C] matrices (the `bn` of the reference's micro search
+    `_enas_conv`). Always normalises with the batch statistics (TF's fused
+    kernel, epsilon 1e-5), in training and in inference alike: it keeps no
+    moving statistics, as the reference.
+
+    Weights: `offset` [num_rows, C] (zeros), `scale` [num_rows, C] (ones).
+    """
+
+    def __init__(self, num_rows, epsilon=1e-5, data_format="NHWC", name="bn",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_rows = num_rows
+        self.epsilon = epsilon
+        self.data_format = data_format
+
+    def build(self, input_shape):
+        c = int(input_shape[channel_axis(self.data_format)])
+        self.offset = self.add_weight(name="offset", shape=(self.num_rows, c),
+                                      initializer=keras.initializers.Zeros())
+        self.scale = self.add_weight(name="scale", shape=(self.num_rows, c),
+                                     initializer=keras.initializers.Ones())
+
+    def call(self, x, row):
+        """x: [N, H, W, C]; row: int scalar (Python or int32 tensor)."""
+        scale = tf.convert_to_tensor(self.scale)[row]
+        offset = tf.convert_to_tensor(self.offset)[row]
+        y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+            x, scale, offset, epsilon=self.epsilon,
+            data_format=self.data_format, is_training=True)
+        return y
+
+
+class RowSepConvBN(keras.layers.Layer):
+    """ReLU -> depthwise-separable k x k convolution (stride 1, SAME) ->
+    RowBatchNorm, with the weights of one input among `num_rows`: the row
+    given at call time of stacked, flattened matrices (a `stack_{i}` of the
+    reference's micro search `_enas_conv`; the row is the index of the
+    node's input, so each possible input has its own weights).
+
+    Weights: `w_depth` [num_rows, k * k * C_in] (row r reshaped to
+    [k, k, C_in, 1]), `w_point` [num_rows, C_in * filters] (row r reshaped
+    to [1, 1, C_in, filters]), `bn/offset`, `bn/scale` [num_rows, filters].
+    He-normal fan-in comes from the stored 2-D shape, i.e. num_rows, as in
+    the reference (sigma = sqrt(2 / num_rows)).
+    Input [N, H, W, C_in] -> output [N, H, W, filters].
+    """
+
+    def __init__(self, num_rows, filters, kernel_size, data_format="NHWC",
+                 name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_rows = num_rows
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.data_format = data_format
+        self.bn = RowBatchNorm(num_rows, data_format=data_format)
+
+    def build(self, input_shape):
+        c_in = int(input_shape[channel_axis(self.data_format)])
+        self.c_in = c_in
+        k, n = self.kernel_size, self.num_rows
+        self.w_depth = self.add_weight(name="w_depth", shape=(n, k * k * c_in),
+                                       initializer=TF1HeNormal())
+        self.w_point = self.add_weight(name="w_point",
+                                       shape=(n, c_in * self.filters),
+                                       initializer=TF1HeNormal())
+        out_shape = list(input_shape)
+        out_shape[channel_axis(self.data_format)] = self.filters
+        self.bn.build(tuple(out_shape))
+
+    def call(self, x, row):
+        k, c = self.kernel_size, self.c_in
+        w_depth = tf.reshape(tf.convert_to_tensor(self.w_depth)[row],
+                             [k, k, c, 1])
+        w_point = tf.reshape(tf.convert_to_tensor(self.w_point)[row],
+                             [1, 1, c, self.filters])
+        x = tf.nn.separable_conv2d(tf.nn.relu(x), w_depth, w_point,
+                                   strides=[1, 1, 1, 1], padding="SAME",
+                                   data_format=self.data_format)
+        return self.bn(x, row=row)
+
+
+def pool3x3(x, kind, stride=1, data_format="NHWC"):
+    """3x3 average or max pooling with the given stride, SAME (average
+    pooling counts only the pixels inside the image, as TF's)."""
+    pool = tf.nn.avg_pool2d if kind == "avg" else tf.nn.max_pool2d
+    return pool(x, 3, stride, "SAME", data_format=data_format)
+
+
+def drop_path(x, keep_prob, seed):
+    """Zeroes whole examples with probability 1 - keep_prob and divides the
+    rest by keep_prob (the reference's `drop_path`: floor(keep_prob + u),
+    u uniform in [0, 1) per example). keep_prob: float or float32 scalar
+    tensor; seed: a keras SeedGenerator."""
+    keep_prob = tf.cast(keep_prob, x.dtype)
+    noise_shape = tf.stack([tf.shape(x)[0], 1, 1, 1])
+    mask = tf.floor(keep_prob + keras.random.uniform(noise_shape, seed=seed))
+    return x / keep_prob * mask
+
+
+class AuxHead(keras.layers.Layer):
+    """The micro child's auxiliary classifier (`aux_head`): ReLU, 5x5 average
+    pool with stride 3 (VALID), 1x1 conv to 128 + BN + ReLU (`proj`), a conv
+    to 768 whose kernel covers the pooled map (padding SAME, as the
+    reference) + BN + ReLU (`avg_pool`), global average pool and a linear
+    layer to `num_classes` (`fc/w`).
+
+    As in the reference, both batch norms always normalise with the batch
+    statistics (and update their moving averages), whatever `training` says.
+    Input [N, H, W, C] with H, W >= 5 -> logits [N, num_classes].
+    """
+
+    def __init__(self, num_classes=10, data_format="NHWC", name="aux_head",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes = num_classes
+        self.data_format = data_format
+        self.proj = ConvBN(128, 1, post_relu=True, data_format=data_format,
+                           name="proj")
+        self.fc = Classifier(num_classes, data_format=data_format, name="fc")
+
+    def _pool(self, x):
+        return tf.nn.avg_pool2d(tf.nn.relu(x), 5, 3, "VALID",
+                                data_format=self.data_format)
+
+    def build(self, input_shape):
+        df = self.data_format
+        h = int(input_shape[spatial_axes(df)[0]])
+        if h < 5:
+            raise ValueError("the aux head needs a map of at least 5x5, got "
+                             "{}x{}".format(h, h))
+        hw = (h - 5) // 3 + 1
+        pooled = [input_shape[0], None, None, None]
+        pooled[channel_axis(df)] = int(input_shape[channel_axis(df)])
+        for a in spatial_axes(df):
+            pooled[a] = hw
+        self.proj.build(tuple(pooled))
+        # The kernel size is the pooled map's size, known only here.
+        self.avg_pool = ConvBN(768, hw, post_relu=True, data_format=df,
+                               name="avg_pool")
+        pooled[channel_axis(df)] = 128
+        self.avg_pool.build(tuple(pooled))
+        pooled[channel_axis(df)] = 768
+        self.fc.build(tuple(pooled))
+
+    def call(self, x):
+        x = self.proj(self._pool(x), training=True)
+        x = self.avg_pool(x, training=True)
+        return self.fc(x)

@@ -62,48 +62,14 @@ def gpu_available():
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def config_from_flags(f):
-    """Validates the flags and turns them into a RunConfig."""
-    from src import schedules
+def _macro_configs(f, out_filters, data_format, searching):
+    """Child and controller configs of the macro search space."""
     from src.cifar10 import arcs
     from src.cifar10.macro_child import MacroConfig
     from src.errors import UserError
-    from src.train_ops import TrainConfig
 
-    if f.search_for is None:
-        raise UserError("--search_for is required: pass --search_for=macro "
-                        "or --search_for=micro")
-    if f.search_for not in ("macro", "micro"):
-        raise UserError("--search_for={!r} is unknown: use macro or micro"
-                        .format(f.search_for))
-    if f.search_for == "micro":
-        raise UserError("--search_for=micro is not available in this build "
-                        "yet; use --search_for=macro")
-    if f.child_fixed_arc is not None and f.controller_training:
-        raise UserError("--child_fixed_arc is given, so the controller cannot "
-                        "be trained: add --nocontroller_training")
-    if f.data_format not in ("NHWC", "NCHW"):
-        raise UserError("--data_format={!r} is unknown: use NHWC or NCHW"
-                        .format(f.data_format))
-    for name in ("batch_size", "num_epochs", "log_every", "eval_every_epochs",
-                 "child_num_layers", "child_out_filters"):
-        if getattr(f, name) < 1:
-            raise UserError("--{} must be at least 1, got {}".format(
-                name, getattr(f, name)))
-    if not 0.0 < f.child_keep_prob <= 1.0:
-        raise UserError("--child_keep_prob must be in (0, 1], got {}".format(
-            f.child_keep_prob))
-
-    data_format = f.data_format
-    if data_format == "NCHW" and not gpu_available():
-        print("data_format NCHW: TensorFlow has no NCHW convolutions or pools "
-              "on CPU and no GPU is visible, so this run computes in NHWC "
-              "(the numbers are the same)")
-        data_format = "NHWC"
-
-    out_filters = f.child_out_filters * f.child_out_filters_scale
     arc = None
-    if f.child_fixed_arc is not None:
+    if not searching:
         arc = arcs.MacroArc.parse(
             f.child_fixed_arc, f.child_num_layers, f.child_num_branches,
             f.controller_search_whole_channels)
@@ -121,6 +87,92 @@ def config_from_flags(f):
     if max(arcs.pool_layers(f.child_num_layers)) < 0:
         print("note: --child_num_layers={} < 3, so the network has no pool "
               "layers (as in the reference)".format(f.child_num_layers))
+    controller = None
+    if searching:
+        from src.cifar10.macro_controller import MacroControllerConfig
+        controller = MacroControllerConfig(
+            num_layers=f.child_num_layers, num_branches=f.child_num_branches,
+            out_filters=out_filters, lstm_size=64, lstm_num_layers=1,
+            tanh_constant=f.controller_tanh_constant,
+            op_tanh_reduce=f.controller_op_tanh_reduce,
+            temperature=f.controller_temperature,
+            search_whole_channels=f.controller_search_whole_channels,
+            skip_target=f.controller_skip_target,
+            skip_weight=f.controller_skip_weight, seed=f.seed)
+        controller.validate()
+    return child, controller
+
+
+def _micro_configs(f, out_filters, data_format, searching):
+    """Child and controller configs of the micro (cell) search space."""
+    from src.cifar10 import arcs
+    from src.cifar10.micro_child import MicroConfig
+
+    arc = None
+    if not searching:
+        arc = arcs.MicroArc.parse(f.child_fixed_arc, f.child_num_cells)
+    child = MicroConfig(
+        num_layers=f.child_num_layers, num_cells=f.child_num_cells,
+        out_filters=out_filters, keep_prob=f.child_keep_prob,
+        drop_path_keep_prob=f.child_drop_path_keep_prob,
+        use_aux_heads=f.child_use_aux_heads, fixed_arc=arc,
+        # In epochs until train() knows the batches per epoch.
+        num_train_steps=f.num_epochs,
+        data_format=data_format, seed=f.seed)
+    child.validate()
+    controller = None
+    if searching:
+        from src.cifar10.micro_controller import MicroControllerConfig
+        controller = MicroControllerConfig(
+            num_cells=f.child_num_cells, num_branches=f.child_num_branches,
+            lstm_size=64, lstm_num_layers=1,
+            tanh_constant=f.controller_tanh_constant,
+            op_tanh_reduce=f.controller_op_tanh_reduce,
+            temperature=f.controller_temperature, seed=f.seed)
+        controller.validate()
+    return child, controller
+
+
+def config_from_flags(f):
+    """Validates the flags and turns them into a RunConfig."""
+    from src import schedules
+    from src.errors import UserError
+    from src.reinforce import ReinforceConfig
+    from src.train_ops import TrainConfig
+
+    if f.search_for is None:
+        raise UserError("--search_for is required: pass --search_for=macro "
+                        "or --search_for=micro")
+    if f.search_for not in ("macro", "micro"):
+        raise UserError("--search_for={!r} is unknown: use macro or micro"
+                        .format(f.search_for))
+    if f.child_fixed_arc is not None and f.controller_training:
+        raise UserError("--child_fixed_arc is given, so the controller cannot "
+                        "be trained: add --nocontroller_training")
+    if f.data_format not in ("NHWC", "NCHW"):
+        raise UserError("--data_format={!r} is unknown: use NHWC or NCHW"
+                        .format(f.data_format))
+    for name in ("batch_size", "num_epochs", "log_every", "eval_every_epochs",
+                 "child_num_layers", "child_out_filters", "child_num_cells"):
+        if getattr(f, name) < 1:
+            raise UserError("--{} must be at least 1, got {}".format(
+                name, getattr(f, name)))
+    if not 0.0 < f.child_keep_prob <= 1.0:
+        raise UserError("--child_keep_prob must be in (0, 1], got {}".format(
+            f.child_keep_prob))
+
+    data_format = f.data_format
+    if data_format == "NCHW" and not gpu_available():
+        print("data_format NCHW: TensorFlow has no NCHW convolutions or pools "
+              "on CPU and no GPU is visible, so this run computes in NHWC "
+              "(the numbers are the same)")
+        data_format = "NHWC"
+
+    searching = f.child_fixed_arc is None
+    out_filters = f.child_out_filters * f.child_out_filters_scale
+    make_configs = (_micro_configs if f.search_for == "micro"
+                    else _macro_configs)
+    child, controller = make_configs(f, out_filters, data_format, searching)
 
     lr = schedules.LrConfig(
         lr_init=f.child_lr, lr_dec_start=0, lr_dec_rate=f.child_lr_dec_rate,
@@ -132,29 +184,18 @@ def config_from_flags(f):
                         lr=lr)
     num_valids = f.num_valids
     if num_valids is None:
-        num_valids = 0 if f.child_fixed_arc is not None else 5000
-    controller = reinforce = None
-    if arc is None:
-        from src.cifar10.macro_controller import MacroControllerConfig
-        from src.reinforce import ReinforceConfig
+        num_valids = 5000 if searching else 0
+    reinforce = None
+    if searching:
         if num_valids < 1:
             raise UserError("searching needs validation images for the "
                             "controller's reward: set --num_valids > 0")
-        controller = MacroControllerConfig(
-            num_layers=f.child_num_layers, num_branches=f.child_num_branches,
-            out_filters=out_filters, lstm_size=64, lstm_num_layers=1,
-            tanh_constant=f.controller_tanh_constant,
-            op_tanh_reduce=f.controller_op_tanh_reduce,
-            temperature=f.controller_temperature,
-            search_whole_channels=f.controller_search_whole_channels,
-            skip_target=f.controller_skip_target,
-            skip_weight=f.controller_skip_weight, seed=f.seed)
-        controller.validate()
         reinforce = ReinforceConfig(
             lr=f.controller_lr, l2_reg=f.controller_l2_reg,
             bl_dec=f.controller_bl_dec,
             entropy_weight=f.controller_entropy_weight,
-            skip_weight=f.controller_skip_weight,
+            skip_weight=(f.controller_skip_weight
+                         if f.search_for == "macro" else None),
             sync_replicas=f.controller_sync_replicas,
             num_aggregate=f.controller_num_aggregate)
     return RunConfig(
@@ -166,10 +207,13 @@ def config_from_flags(f):
         cutout_size=f.child_cutout_size, download=f.download, child=child,
         train=train, lr_dec_every_epochs=f.child_lr_dec_every,
         controller=controller, reinforce=reinforce,
-        controller_training=bool(f.controller_training and arc is None),
+        controller_training=bool(f.controller_training and searching),
         controller_train_every=f.controller_train_every,
         controller_train_steps=f.controller_train_steps,
-        controller_num_aggregate=f.controller_num_aggregate)
+        controller_num_aggregate=f.controller_num_aggregate,
+        eval_training_mode=bool(searching and f.search_for == "micro"
+                                and f.child_search_eval_training_mode),
+        train_aux_head=f.child_train_aux_head)
 
 
 def train(cfg):
@@ -177,12 +221,13 @@ def train(cfg):
     the controller's training and its 10 sample architectures, then the
     evaluations, then a checkpoint."""
     import keras
+    import numpy as np
 
     from src import run_log
     from src.checkpoints import RunCheckpoint
     from src.cifar10 import data as cifar_data
     from src.cifar10.child_trainer import ChildTrainer, check_finite
-    from src.cifar10.macro_child import MacroChild, count_params
+    from src.cifar10.macro_child import MacroChild
 
     keras.utils.set_random_seed(cfg.seed)
     data = cifar_data.read_data(cfg.data_path, num_valids=cfg.num_valids,
@@ -192,9 +237,16 @@ def train(cfg):
     cfg.train.lr.num_train_batches = num_train_batches
     cfg.train.lr.lr_dec_every = cfg.lr_dec_every_epochs * num_train_batches
 
+    if hasattr(cfg.child, "num_train_steps"):  # drop-path's progress
+        cfg.child.num_train_steps = cfg.num_epochs * num_train_batches
+
     print("-" * 80)
     print("Build model child")
-    child = MacroChild(cfg.child)
+    if cfg.search_for == "micro":
+        from src.cifar10.micro_child import MicroChild
+        child = MicroChild(cfg.child)
+    else:
+        child = MacroChild(cfg.child)
     search = None
     if cfg.searching:
         from src.cifar10.search import ArchitectureSearch
@@ -204,7 +256,9 @@ def train(cfg):
                            arc_fn=search.sample_arc if search else None,
                            eval_training_mode=cfg.eval_training_mode,
                            train_aux_head=cfg.train_aux_head)
-    print("Model has {} params".format(count_params(child)))
+    # As the reference: the variables its optimiser updates (no aux head).
+    print("Model has {} params".format(
+        sum(int(np.prod(v.shape)) for v in trainer.variables)))
 
     models = {"child": child}
     objects = {"optimizer": trainer.optimizer}
