@@ -152,11 +152,15 @@ def config_from_flags(f):
     if f.data_format not in ("NHWC", "NCHW"):
         raise UserError("--data_format={!r} is unknown: use NHWC or NCHW"
                         .format(f.data_format))
-    for name in ("batch_size", "num_epochs", "log_every", "eval_every_epochs",
-                 "child_num_layers", "child_out_filters", "child_num_cells"):
-        if getattr(f, name) < 1:
-            raise UserError("--{} must be at least 1, got {}".format(
-                name, getattr(f, name)))
+    minimums = {"batch_size": 1, "num_epochs": 1, "log_every": 1,
+                "eval_every_epochs": 1, "child_out_filters": 1,
+                "child_num_cells": 1,
+                # A micro network has child_num_layers + 2 layers.
+                "child_num_layers": 0 if f.search_for == "micro" else 1}
+    for name, least in minimums.items():
+        if getattr(f, name) < least:
+            raise UserError("--{} must be at least {}, got {}".format(
+                name, least, getattr(f, name)))
     if not 0.0 < f.child_keep_prob <= 1.0:
         raise UserError("--child_keep_prob must be in (0, 1], got {}".format(
             f.child_keep_prob))
