@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from src.cifar10 import arcs
 from src.common_ops import stacked_lstm_step
+from src.controller import ArcController, WeightScope, seed_stream
 from src.errors import UserError
 
 
@@ -87,43 +88,7 @@ class MacroControllerConfig:
                                      self.search_whole_channels)
 
 
-class _Scope(keras.layers.Layer):
-    """Holds weights under one name scope, to give them the reference's
-    paths (`controller/attention/w_1`). weights: (name, shape) pairs;
-    children: nested scopes, built first."""
-
-    def __init__(self, name, weights=(), children=(), seeds=None, **kwargs):
-        super().__init__(name=name, **kwargs)
-        self._weight_specs = list(weights)
-        self.children = list(children)
-        self._seeds = seeds
-
-    def build(self, input_shape=None):
-        for child in self.children:
-            child.build()
-        for name, shape in self._weight_specs:
-            setattr(self, name, self.add_weight(
-                name=name, shape=shape,
-                initializer=_uniform(self._seeds)))
-        self.built = True
-
-
-def _uniform(seeds):
-    # One seed per variable: a Keras initializer reused with the same
-    # integer seed draws the same values for every variable of a shape.
-    return keras.initializers.RandomUniform(
-        -0.1, 0.1, seed=None if seeds is None else next(seeds))
-
-
-def _seed_stream(seed, count):
-    """`count` well-mixed integer seeds derived from `seed` (None: None)."""
-    if seed is None:
-        return None
-    return iter(int(s) for s in
-                np.random.SeedSequence(seed).generate_state(count))
-
-
-class MacroController(keras.layers.Layer):
+class MacroController(ArcController):
     """The macro controller (`GeneralController`), named "controller".
 
     sample(): draws an arc. log_prob(arc): scores a given arc. Both return
@@ -151,85 +116,38 @@ class MacroController(keras.layers.Layer):
         self.config = config
         cfg = config
         size = cfg.lstm_size
-        seeds = _seed_stream(
+        seeds = seed_stream(
             cfg.seed, cfg.lstm_num_layers + 5 + 4 * cfg.num_branches)
         self._seeds = seeds
-        self.lstm = _Scope("lstm", children=[
-            _Scope("layer_{}".format(i),
+        self.lstm = WeightScope("lstm", children=[
+            WeightScope("layer_{}".format(i),
                    weights=[("w", (2 * size, 4 * size))], seeds=seeds)
             for i in range(cfg.lstm_num_layers)], seeds=seeds)
         if cfg.search_whole_channels:
-            self.emb = _Scope(
+            self.emb = WeightScope(
                 "emb", weights=[("w", (cfg.num_branches, size))], seeds=seeds)
-            self.softmax = _Scope(
+            self.softmax = WeightScope(
                 "softmax", weights=[("w", (size, cfg.num_branches))],
                 seeds=seeds)
         else:
             f = cfg.out_filters
-            self.emb = _Scope("emb", children=[
-                _Scope("branch_{}".format(b),
+            self.emb = WeightScope("emb", children=[
+                WeightScope("branch_{}".format(b),
                        weights=[("w_start", (f, size)),
                                 ("w_count", (f - 1, size))], seeds=seeds)
                 for b in range(cfg.num_branches)], seeds=seeds)
-            self.softmax = _Scope("softmax", children=[
-                _Scope("branch_{}".format(b),
+            self.softmax = WeightScope("softmax", children=[
+                WeightScope("branch_{}".format(b),
                        weights=[("w_start", (size, f)),
                                 ("w_count", (size, f - 1))], seeds=seeds)
                 for b in range(cfg.num_branches)], seeds=seeds)
-        self.attention = _Scope(
+        self.attention = WeightScope(
             "attention", weights=[("w_1", (size, size)),
                                   ("w_2", (size, size)), ("v", (size, 1))],
             seeds=seeds)
-        self.build()
-        self._sample_fn = tf.function(self._sample_graph)
-        self._log_prob_fn = tf.function(
-            self._log_prob_graph,
-            input_signature=[tf.TensorSpec([cfg.arc_length], tf.int32)])
-
-    def build(self, input_shape=None):
-        self.lstm.build()
-        self.g_emb = self.add_weight(
-            name="g_emb", shape=(1, self.config.lstm_size),
-            initializer=_uniform(self._seeds))
-        self.emb.build()
-        self.softmax.build()
-        self.attention.build()
-        # Created in the layer's scope: `controller/sampler/...` paths.
-        self.seed_generator = keras.random.SeedGenerator(
-            seed=self.config.seed, name="sampler")
-        self.built = True
-
-    # -- public API -------------------------------------------------------
-
-    def sample(self):
-        """Draws one arc; returns the dict described in the class doc."""
-        return self._sample_fn()
-
-    def log_prob(self, arc):
-        """Scores `arc` (any integer sequence of arc_length values) with the
-        same decisions as `sample`, the draws replaced by the arc's values.
-        Returns the same dict (`arc` is the given arc). A value the
-        controller could never produce (an op out of range, a count of 0 or
-        beyond out_filters - start) has log-probability -inf or raises."""
-        arc = tf.cast(tf.convert_to_tensor(arc), tf.int32)
-        n = self.config.arc_length
-        if arc.shape.rank != 1 or (arc.shape[0] is not None
-                                   and arc.shape[0] != n):
-            raise ValueError("arc has shape {}, the controller's arcs have "
-                             "{} values".format(arc.shape, n))
-        return self._log_prob_fn(arc)
-
-    def call(self, arc=None):
-        """Untraced form: sample when `arc` is None, else score it."""
-        return self._decide_all(arc)
+        self._finish_init()
 
     # -- the decisions ----------------------------------------------------
-
-    def _sample_graph(self):
-        return self._decide_all(None)
-
-    def _log_prob_graph(self, arc):
-        return self._decide_all(arc)
 
     def _shape_logits(self, logits):
         cfg = self.config

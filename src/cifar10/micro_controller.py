@@ -44,8 +44,8 @@ import numpy as np
 import tensorflow as tf
 
 from src.cifar10 import arcs
-from src.cifar10.macro_controller import _seed_stream, _uniform
 from src.common_ops import stacked_lstm_step
+from src.controller import ArcController, WeightScope, seed_stream
 from src.errors import UserError
 
 
@@ -103,30 +103,7 @@ class MicroControllerConfig:
         return arcs.micro_arc_length(self.num_cells)
 
 
-class _Scope(keras.layers.Layer):
-    """Holds weights under one name scope, to give them the reference's
-    paths (`controller/softmax/b`). weights: (name, shape, initializer)
-    triples, initializer None meaning uniform in [-0.1, 0.1]; children:
-    nested scopes, built first."""
-
-    def __init__(self, name, weights=(), children=(), seeds=None, **kwargs):
-        super().__init__(name=name, **kwargs)
-        self._weight_specs = list(weights)
-        self.children = list(children)
-        self._seeds = seeds
-
-    def build(self, input_shape=None):
-        for child in self.children:
-            child.build()
-        for name, shape, initializer in self._weight_specs:
-            if initializer is None:
-                initializer = _uniform(self._seeds)
-            setattr(self, name, self.add_weight(
-                name=name, shape=shape, initializer=initializer))
-        self.built = True
-
-
-class MicroController(keras.layers.Layer):
+class MicroController(ArcController):
     """The micro controller (`MicroController`), named "controller".
 
     sample(): draws an arc. log_prob(arc): scores a given arc. Both return
@@ -149,68 +126,28 @@ class MicroController(keras.layers.Layer):
         self.config = config
         cfg = config
         size, ops = cfg.lstm_size, cfg.num_branches
-        seeds = _seed_stream(cfg.seed, cfg.lstm_num_layers + 6)
+        seeds = seed_stream(cfg.seed, cfg.lstm_num_layers + 6)
         self._seeds = seeds
-        self.lstm = _Scope("lstm", children=[
-            _Scope("layer_{}".format(i),
+        self.lstm = WeightScope("lstm", children=[
+            WeightScope("layer_{}".format(i),
                    weights=[("w", (2 * size, 4 * size), None)], seeds=seeds)
             for i in range(cfg.lstm_num_layers)], seeds=seeds)
-        self.emb = _Scope("emb", weights=[("w", (ops, size), None)],
+        self.emb = WeightScope("emb", weights=[("w", (ops, size), None)],
                           seeds=seeds)
-        self.softmax = _Scope(
+        self.softmax = WeightScope(
             "softmax", weights=[
                 ("w", (size, ops), None),
                 ("b", (1, ops),
                  keras.initializers.Constant(micro_op_bias(ops)))],
             seeds=seeds)
-        self.attention = _Scope(
+        self.attention = WeightScope(
             "attention", weights=[("w_1", (size, size), None),
                                   ("w_2", (size, size), None),
                                   ("v", (size, 1), None)],
             seeds=seeds)
         self._normal_op_bias = tf.constant(micro_normal_op_bias(ops))
-        self.build()
         # Plain Python control flow: no autograph needed.
-        self._sample_fn = tf.function(self._sample_graph, autograph=False)
-        self._log_prob_fn = tf.function(
-            self._log_prob_graph, autograph=False,
-            input_signature=[tf.TensorSpec([cfg.arc_length], tf.int32)])
-
-    def build(self, input_shape=None):
-        self.lstm.build()
-        self.g_emb = self.add_weight(
-            name="g_emb", shape=(1, self.config.lstm_size),
-            initializer=_uniform(self._seeds))
-        self.emb.build()
-        self.softmax.build()
-        self.attention.build()
-        # Created in the layer's scope: `controller/sampler/...` paths.
-        self.seed_generator = keras.random.SeedGenerator(
-            seed=self.config.seed, name="sampler")
-        self.built = True
-
-    # -- public API -------------------------------------------------------
-
-    def sample(self):
-        """Draws one arc; returns the dict described in the class doc."""
-        return self._sample_fn()
-
-    def log_prob(self, arc):
-        """Scores `arc` (any integer sequence of 8 * num_cells values) with
-        the same decisions as `sample`, the draws replaced by the arc's
-        values. Returns the same dict (`arc` is the given arc). An index or
-        op the controller could never produce raises ValueError when the arc
-        is a concrete value (inside a traced function TensorFlow's gather or
-        cross-entropy rejects it)."""
-        arc = tf.cast(tf.convert_to_tensor(arc), tf.int32)
-        n = self.config.arc_length
-        if arc.shape.rank != 1 or (arc.shape[0] is not None
-                                   and arc.shape[0] != n):
-            raise ValueError("arc has shape {}, the controller's arcs have "
-                             "{} values".format(arc.shape, n))
-        if tf.executing_eagerly():
-            self._check_values(arc.numpy())
-        return self._log_prob_fn(arc)
+        self._finish_init(autograph=False)
 
     def _check_values(self, values):
         cfg = self.config
@@ -227,17 +164,7 @@ class MicroController(keras.layers.Layer):
                         ("index_1", "op_1", "index_2", "op_2")[slot], value,
                         bound))
 
-    def call(self, arc=None):
-        """Untraced form: sample when `arc` is None, else score it."""
-        return self._decide_all(arc)
-
     # -- the decisions ----------------------------------------------------
-
-    def _sample_graph(self):
-        return self._decide_all(None)
-
-    def _log_prob_graph(self, arc):
-        return self._decide_all(arc)
 
     def _choose(self, logits, forced):
         """One decision: logits [1, k]; forced int32 [1] or None.

@@ -1,0 +1,116 @@
+"""What the LSTM controllers share (the reference's `src/controller.py` is
+their base class too): weight scopes with the reference's names, seeded
+uniform initialisation, and the sample / teacher-forcing plumbing.
+
+A controller subclass creates its scopes in `__init__`, then calls
+`_finish_init()`, and implements `_decide_all(arc)`: one pass over every
+decision, drawing where `arc` is None and taking the arc's values otherwise,
+returning the dict its docstring describes.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def uniform_init(seeds):
+    """Uniform in [-0.1, 0.1] with the next seed of `seeds` (None: Keras'
+    global generator). One seed per variable: a Keras initializer reused with
+    the same integer seed draws the same values for every variable of a
+    shape."""
+    return keras.initializers.RandomUniform(
+        -0.1, 0.1, seed=None if seeds is None else next(seeds))
+
+
+def seed_stream(seed, count):
+    """`count` well-mixed integer seeds derived from `seed` (None: None)."""
+    if seed is None:
+        return None
+    return iter(int(s) for s in
+                np.random.SeedSequence(seed).generate_state(count))
+
+
+class WeightScope(keras.layers.Layer):
+    """Holds weights under one name scope, to give them the reference's
+    paths (`controller/attention/w_1`). weights: (name, shape) pairs or
+    (name, shape, initializer) triples, a missing or None initializer
+    meaning `uniform_init(seeds)`; children: nested scopes, built first."""
+
+    def __init__(self, name, weights=(), children=(), seeds=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self._weight_specs = [tuple(w) + (None,) * (3 - len(w))
+                              for w in weights]
+        self.children = list(children)
+        self._seeds = seeds
+
+    def build(self, input_shape=None):
+        for child in self.children:
+            child.build()
+        for name, shape, initializer in self._weight_specs:
+            if initializer is None:
+                initializer = uniform_init(self._seeds)
+            setattr(self, name, self.add_weight(
+                name=name, shape=shape, initializer=initializer))
+        self.built = True
+
+
+class ArcController(keras.layers.Layer):
+    """Base of the controllers: `sample()` and `log_prob(arc)` as traced
+    functions over the subclass's `_decide_all`, weights in the reference's
+    order (lstm, g_emb, emb, softmax, attention), and a seed generator
+    (`controller/sampler/...`) whose state a checkpoint keeps."""
+
+    def _finish_init(self, autograph=True):
+        self.build()
+        self._sample_fn = tf.function(self._sample_graph, autograph=autograph)
+        self._log_prob_fn = tf.function(
+            self._log_prob_graph, autograph=autograph,
+            input_signature=[tf.TensorSpec([self.config.arc_length],
+                                           tf.int32)])
+
+    def build(self, input_shape=None):
+        self.lstm.build()
+        self.g_emb = self.add_weight(
+            name="g_emb", shape=(1, self.config.lstm_size),
+            initializer=uniform_init(self._seeds))
+        self.emb.build()
+        self.softmax.build()
+        self.attention.build()
+        # Created in the layer's scope: `controller/sampler/...` paths.
+        self.seed_generator = keras.random.SeedGenerator(
+            seed=self.config.seed, name="sampler")
+        self.built = True
+
+    def sample(self):
+        """Draws one arc; returns the dict described in the class doc."""
+        return self._sample_fn()
+
+    def log_prob(self, arc):
+        """Scores `arc` (any integer sequence of arc_length values) with the
+        same decisions as `sample`, the draws replaced by the arc's values.
+        Returns the same dict (`arc` is the given arc)."""
+        arc = tf.cast(tf.convert_to_tensor(arc), tf.int32)
+        n = self.config.arc_length
+        if arc.shape.rank != 1 or (arc.shape[0] is not None
+                                   and arc.shape[0] != n):
+            raise ValueError("arc has shape {}, the controller's arcs have "
+                             "{} values".format(arc.shape, n))
+        if tf.executing_eagerly():
+            self._check_values(arc.numpy())
+        return self._log_prob_fn(arc)
+
+    def _check_values(self, values):
+        """Hook: reject a concrete arc the controller could never produce."""
+
+    def call(self, arc=None):
+        """Untraced form: sample when `arc` is None, else score it."""
+        return self._decide_all(arc)
+
+    def _sample_graph(self):
+        return self._decide_all(None)
+
+    def _log_prob_graph(self, arc):
+        return self._decide_all(arc)
+
+    def _decide_all(self, arc):
+        raise NotImplementedError
