@@ -200,9 +200,10 @@ def _gating_floor(data, child, controller, trainer, batch_size, num_arcs=5,
             "gating_arcs": num_arcs, "gating_steps_per_arc": steps_per_arc}
 
 
-def _macro_search_case(num_layers, out_filters, batch_size):
-    data, child, controller, trainer = _macro_search_parts(
-        num_layers, out_filters, batch_size)
+def _search_case(parts, batch_size, description):
+    """A search child step with a new controller-sampled arc every step,
+    plus the gating floor (`_gating_floor`) as extra results."""
+    data, child, controller, trainer = parts
     it = _batches(data, batch_size)
 
     def step():
@@ -212,9 +213,15 @@ def _macro_search_case(num_layers, out_filters, batch_size):
     def extra():
         return _gating_floor(data, child, controller, trainer, batch_size)
 
-    return Case(step, "macro search child training step with a new sampled "
-                "arc every step, {} layers, {} filters, 6 branches, batch {}"
-                .format(num_layers, out_filters, batch_size), extra)
+    return Case(step, description, extra)
+
+
+def _macro_search_case(num_layers, out_filters, batch_size):
+    return _search_case(
+        _macro_search_parts(num_layers, out_filters, batch_size), batch_size,
+        "macro search child training step with a new sampled arc every "
+        "step, {} layers, {} filters, 6 branches, batch {}".format(
+            num_layers, out_filters, batch_size))
 
 
 def macro_search_cpu():
@@ -294,21 +301,11 @@ def _micro_parts(num_layers, out_filters, batch_size, fixed_arc=None,
 
 
 def _micro_search_case(num_layers, out_filters, batch_size):
-    data, child, controller, trainer = _micro_parts(
-        num_layers, out_filters, batch_size)
-    it = _batches(data, batch_size)
-
-    def step():
-        images, labels = next(it)
-        trainer.train_step(images, labels)["loss"].numpy()
-
-    def extra():
-        return _gating_floor(data, child, controller, trainer, batch_size)
-
-    return Case(step, "micro search child training step with a new sampled "
-                "arc every step, child_num_layers={}, 5 cells, {} filters, "
-                "aux head, batch {}".format(num_layers, out_filters,
-                                            batch_size), extra)
+    return _search_case(
+        _micro_parts(num_layers, out_filters, batch_size), batch_size,
+        "micro search child training step with a new sampled arc every "
+        "step, child_num_layers={}, 5 cells, {} filters, aux head, batch {}"
+        .format(num_layers, out_filters, batch_size))
 
 
 def _micro_fixed_case(num_layers, out_filters, batch_size, keep_prob):
