@@ -102,16 +102,23 @@ def _fixed_macro_case(arc, num_layers, out_filters, num_branches, batch_size,
     trainer = ChildTrainer(MacroChild(cfg), TrainConfig(
         l2_reg=2e-4, clip_mode="norm", grad_bound=5.0, lr=lr))
 
-    it = _batches(data, batch_size)
-
-    def step():
-        images, labels = next(it)
-        out = trainer.train_step(images, labels)
-        out["loss"].numpy()
+    step = _step_over(_batches(data, batch_size), trainer.train_step)
 
     return Case(step, "macro fixed child training step, {} layers, {} "
                 "filters, batch {}".format(num_layers, out_filters,
                                            batch_size))
+
+
+def _step_over(batches, step_fn):
+    """A Case step: the next (images, labels) of `batches` through
+    `step_fn`, blocking on its loss."""
+    it = iter(batches)
+
+    def step():
+        images, labels = next(it)
+        step_fn(images, labels)["loss"].numpy()
+
+    return step
 
 
 def _batches(data, batch_size):
@@ -204,11 +211,7 @@ def _search_case(parts, batch_size, description):
     """A search child step with a new controller-sampled arc every step,
     plus the gating floor (`_gating_floor`) as extra results."""
     data, child, controller, trainer = parts
-    it = _batches(data, batch_size)
-
-    def step():
-        images, labels = next(it)
-        trainer.train_step(images, labels)["loss"].numpy()
+    step = _step_over(_batches(data, batch_size), trainer.train_step)
 
     def extra():
         return _gating_floor(data, child, controller, trainer, batch_size)
@@ -249,11 +252,7 @@ def macro_controller_cpu():
 
     trainer = Reinforce(controller, reward, ReinforceConfig(
         lr=1e-3, bl_dec=0.99, entropy_weight=1e-4, skip_weight=0.8))
-    it = iter(cifar_data.valid_rl_batches(data, 32, 0))
-
-    def step():
-        images, labels = next(it)
-        trainer.run(images, labels)["loss"].numpy()
+    step = _step_over(cifar_data.valid_rl_batches(data, 32, 0), trainer.run)
 
     return Case(step, "one macro controller update: sample an arc, its "
                 "reward on a validation batch of 32 (6 layers, 16 filters), "
@@ -312,11 +311,7 @@ def _micro_fixed_case(num_layers, out_filters, batch_size, keep_prob):
     data, _, _, trainer = _micro_parts(num_layers, out_filters, batch_size,
                                        fixed_arc=MICRO_FINAL_ARC,
                                        keep_prob=keep_prob)
-    it = _batches(data, batch_size)
-
-    def step():
-        images, labels = next(it)
-        trainer.train_step(images, labels)["loss"].numpy()
+    step = _step_over(_batches(data, batch_size), trainer.train_step)
 
     return Case(step, "micro fixed child training step, the arc of "
                 "cifar10_micro_final.sh, child_num_layers={}, {} filters, "
@@ -358,11 +353,7 @@ def micro_controller_cpu():
 
     trainer = Reinforce(controller, reward, ReinforceConfig(
         lr=3.5e-3, bl_dec=0.99, entropy_weight=1e-4))
-    it = iter(cifar_data.valid_rl_batches(data, 32, 0))
-
-    def step():
-        images, labels = next(it)
-        trainer.run(images, labels)["loss"].numpy()
+    step = _step_over(cifar_data.valid_rl_batches(data, 32, 0), trainer.run)
 
     return Case(step, "one micro controller update: sample a normal and a "
                 "reduction cell, their reward on a validation batch of 32 "

@@ -12,6 +12,25 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from src.errors import UserError
+
+
+def require(ok, message):
+    """Raises UserError(message) unless `ok` (config validation)."""
+    if not ok:
+        raise UserError(message)
+
+
+def check_sampler_settings(cfg):
+    """What every controller config needs: a real LSTM and a positive
+    temperature when one is set."""
+    require(cfg.lstm_size >= 1 and cfg.lstm_num_layers >= 1,
+            "the controller's LSTM needs a positive size and layer count, "
+            "got {} x {}".format(cfg.lstm_size, cfg.lstm_num_layers))
+    require(cfg.temperature is None or cfg.temperature > 0,
+            "--controller_temperature={} must be positive (or unset)".format(
+                cfg.temperature))
+
 
 def uniform_init(seeds):
     """Uniform in [-0.1, 0.1] with the next seed of `seeds` (None: Keras'

@@ -35,8 +35,8 @@ import tensorflow as tf
 
 from src.cifar10 import arcs
 from src.common_ops import stacked_lstm_step
-from src.controller import ArcController, WeightScope, seed_stream
-from src.errors import UserError
+from src.controller import (ArcController, WeightScope,
+                            check_sampler_settings, require, seed_stream)
 
 
 @dataclasses.dataclass
@@ -61,26 +61,19 @@ class MacroControllerConfig:
     seed: int = None
 
     def validate(self):
-        def need(ok, message):
-            if not ok:
-                raise UserError(message)
-        need(self.num_layers >= 1, "--child_num_layers must be at least 1, "
-             "got {}".format(self.num_layers))
-        need(self.num_branches >= 1, "--child_num_branches must be at least "
-             "1, got {}".format(self.num_branches))
-        need(self.search_whole_channels or self.out_filters >= 2,
-             "--child_out_filters={} leaves no channel count to choose: the "
-             "per-channel controller needs at least 2".format(
-                 self.out_filters))
-        need(self.lstm_size >= 1 and self.lstm_num_layers >= 1,
-             "the controller's LSTM needs a positive size and layer count, "
-             "got {} x {}".format(self.lstm_size, self.lstm_num_layers))
-        need(self.temperature is None or self.temperature > 0,
-             "--controller_temperature={} must be positive (or unset)".format(
-                 self.temperature))
-        need(0.0 < self.skip_target < 1.0,
-             "--controller_skip_target={} must lie strictly between 0 and 1: "
-             "the skip penalty takes its logarithm".format(self.skip_target))
+        require(self.num_layers >= 1, "--child_num_layers must be at least "
+                "1, got {}".format(self.num_layers))
+        require(self.num_branches >= 1, "--child_num_branches must be at "
+                "least 1, got {}".format(self.num_branches))
+        require(self.search_whole_channels or self.out_filters >= 2,
+                "--child_out_filters={} leaves no channel count to choose: "
+                "the per-channel controller needs at least 2".format(
+                    self.out_filters))
+        check_sampler_settings(self)
+        require(0.0 < self.skip_target < 1.0,
+                "--controller_skip_target={} must lie strictly between 0 "
+                "and 1: the skip penalty takes its logarithm".format(
+                    self.skip_target))
 
     @property
     def arc_length(self):

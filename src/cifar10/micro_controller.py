@@ -45,8 +45,8 @@ import tensorflow as tf
 
 from src.cifar10 import arcs
 from src.common_ops import stacked_lstm_step
-from src.controller import ArcController, WeightScope, seed_stream
-from src.errors import UserError
+from src.controller import (ArcController, WeightScope,
+                            check_sampler_settings, require, seed_stream)
 
 
 def micro_op_bias(num_branches):
@@ -79,23 +79,16 @@ class MicroControllerConfig:
     seed: int = None
 
     def validate(self):
-        def need(ok, message):
-            if not ok:
-                raise UserError(message)
-        need(self.num_cells >= 1, "--child_num_cells must be at least 1, "
-             "got {}".format(self.num_cells))
-        need(self.num_branches >= 2, "--child_num_branches must be at least "
-             "2 for the micro controller (its op biases favour the first "
-             "two ops), got {}".format(self.num_branches))
-        need(self.lstm_size >= 1 and self.lstm_num_layers >= 1,
-             "the controller's LSTM needs a positive size and layer count, "
-             "got {} x {}".format(self.lstm_size, self.lstm_num_layers))
-        need(self.temperature is None or self.temperature > 0,
-             "--controller_temperature={} must be positive (or unset)".format(
-                 self.temperature))
-        need(self.op_tanh_reduce is not None and self.op_tanh_reduce > 0,
-             "--controller_op_tanh_reduce={} must be positive: the op logits' "
-             "tanh constant is divided by it".format(self.op_tanh_reduce))
+        require(self.num_cells >= 1, "--child_num_cells must be at least 1, "
+                "got {}".format(self.num_cells))
+        require(self.num_branches >= 2, "--child_num_branches must be at "
+                "least 2 for the micro controller (its op biases favour the "
+                "first two ops), got {}".format(self.num_branches))
+        check_sampler_settings(self)
+        require(self.op_tanh_reduce is not None and self.op_tanh_reduce > 0,
+                "--controller_op_tanh_reduce={} must be positive: the op "
+                "logits' tanh constant is divided by it".format(
+                    self.op_tanh_reduce))
 
     @property
     def arc_length(self):
