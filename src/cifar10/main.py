@@ -13,7 +13,6 @@ import os
 import sys
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -351,17 +350,8 @@ def main(argv):
 
 def run(argv=None):
     """Runs `main` under absl; user errors become one line and exit 2."""
-    from src.errors import UserError
-
-    def _main(argv):
-        try:
-            sys.exit(main(argv))
-        except UserError as e:
-            sys.stdout.flush()
-            print("error: {}".format(e), file=sys.stderr)
-            sys.exit(2)
-
-    app.run(_main, argv=argv)
+    from src import entry_point
+    entry_point.run(main, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Penn Treebank recurrent-cell search (the reference's src/ptb)."""
