@@ -56,10 +56,14 @@ MACRO_FIXED_CPU_ARC = "0 3 0 0 1 0 2 0 0 1 2 0 0 0 0 3 1 1 0 1 0"
 @dataclasses.dataclass
 class Case:
     """step(): runs one step and blocks until it is done. extra(): optional,
-    run after the timing, returns more result fields (e.g. gating ratio)."""
+    run after the timing, returns more result fields (e.g. gating ratio).
+    warmup, steps: fixed counts for a long "step" (a whole evaluation pass)
+    instead of the defaults."""
     step: callable
     description: str
     extra: callable = None
+    warmup: int = None
+    steps: int = None
 
 
 def _synthetic_cifar(num_train, seed=0):
@@ -374,6 +378,206 @@ def macro_fixed_full():
     return _fixed_macro_case(arc, 24, 96, 4, 100, 0.5)
 
 
+PTB_FINAL_ARC = "0 0 0 1 1 2 1 2 0 2 0 5 1 1 0 6 1 8 1 8 1 8 1"
+
+
+def _ptb_windows(vocab_size, batch_size, bptt_steps, num_tokens=200000,
+                 seed=0):
+    """Endless training windows over a synthetic token stream (timings do
+    not depend on the word ids)."""
+    import numpy as np
+
+    from src.ptb import data as ptb_data
+    stream = np.random.default_rng(seed).integers(
+        0, vocab_size, num_tokens).astype(np.int32)
+    return stream, ptb_data.WindowStream(stream, batch_size, bptt_steps)
+
+
+def _ptb_parts(hidden_size, batch_size, fixed_arc=None, bptt_steps=35,
+               rhn_depth=12, vocab_size=10000):
+    """A PTB child (search mode unless `fixed_arc`) with its trainer and,
+    when searching, the search script's controller; the keep probabilities
+    and training settings of ptb_search.sh / ptb_final.sh."""
+    from src import schedules
+    from src.ptb.arcs import PtbArc
+    from src.ptb.ptb_child import PtbChild, PtbChildConfig
+    from src.ptb.ptb_trainer import PtbTrainConfig, PtbTrainer
+
+    searching = fixed_arc is None
+    keeps = (0.75, 0.25, 0.75, 0.25) if searching else (0.79, 0.25, 0.75,
+                                                        0.24)
+    child = PtbChild(PtbChildConfig(
+        vocab_size=vocab_size, hidden_size=hidden_size, num_layers=1,
+        rhn_depth=rhn_depth,
+        fixed_arc=None if searching else PtbArc.parse(fixed_arc, rhn_depth),
+        batch_size=batch_size, bptt_steps=bptt_steps, e_keep=keeps[0],
+        x_keep=keeps[1], h_keep=keeps[2], o_keep=keeps[3], seed=0))
+    controller = None
+    arc_fn = None
+    if searching:
+        from src.ptb.ptb_controller import PtbController, PtbControllerConfig
+        controller = PtbController(PtbControllerConfig(
+            rhn_depth=rhn_depth, tanh_constant=2.5, temperature=5.0, seed=0))
+        arc_fn = lambda: controller.sample()["arc"]  # noqa: E731
+        cfg = PtbTrainConfig(
+            l2_reg=1e-7, grad_bound=10.0,
+            lr=schedules.LrConfig(lr_init=0.25, lr_dec_start=12 * 1000,
+                                  lr_dec_every=1000, lr_dec_rate=0.95,
+                                  lr_dec_min=0.0005))
+    else:
+        cfg = PtbTrainConfig(
+            l2_reg=5e-7, grad_bound=0.25, rnn_slowness_reg=1e-3,
+            lr=schedules.LrConfig(lr_init=20.0, lr_dec_start=14 * 1000,
+                                  lr_dec_every=1000, lr_dec_rate=0.9991,
+                                  lr_dec_min=0.001))
+    trainer = PtbTrainer(child, cfg, arc_fn=arc_fn)
+    return child, controller, trainer
+
+
+def _ptb_step_over(windows, step_fn):
+    def step():
+        x, y = windows.next()
+        step_fn(x, y)["loss"].numpy()
+    return step
+
+
+def _ptb_gating_floor(child, controller, trainer, windows, num_arcs=5,
+                      steps_per_arc=5):
+    """The gated PTB search step (arc tensor, tf.switch_case) against the
+    same child with each arc baked in at trace time (BakedArc), for the
+    same arcs: medians and their ratio."""
+    from src.ptb.ptb_child import BakedArc
+    from src.ptb.ptb_trainer import PtbTrainer
+
+    arcs = [controller.sample()["arc"].numpy() for _ in range(num_arcs)]
+    current = {"arc": None}
+    gated = PtbTrainer(child, trainer.cfg,
+                       arc_fn=lambda: tf_constant(current["arc"]))
+    timings = {"gated": [], "baked": []}
+    for values in arcs:
+        current["arc"] = values
+        baked = PtbTrainer(child, trainer.cfg,
+                           arc_fn=lambda v=values: BakedArc(v))
+        for name, t in (("gated", gated), ("baked", baked)):
+            for i in range(steps_per_arc + 1):
+                x, y = windows.next()
+                start = time.perf_counter()
+                t.train_step(x, y)["loss"].numpy()
+                if i:  # the first call of each may trace
+                    timings[name].append(time.perf_counter() - start)
+    gated_s = statistics.median(timings["gated"])
+    baked_s = statistics.median(timings["baked"])
+    return {"gated_step_s_median": gated_s, "baked_step_s_median": baked_s,
+            "gating_ratio": gated_s / baked_s,
+            "gating_arcs": num_arcs, "gating_steps_per_arc": steps_per_arc}
+
+
+def tf_constant(values):
+    import tensorflow as tf
+    return tf.constant(values, tf.int32)
+
+
+def _ptb_search_case(hidden_size, batch_size):
+    child, controller, trainer = _ptb_parts(hidden_size, batch_size)
+    _, windows = _ptb_windows(10000, batch_size, 35)
+    step = _ptb_step_over(windows, trainer.train_step)
+
+    def extra():
+        return _ptb_gating_floor(child, controller, trainer, windows)
+
+    return Case(step, "PTB search child training step with a new sampled "
+                "arc every step, hidden {}, bptt 35, batch {}, depth 12"
+                .format(hidden_size, batch_size), extra)
+
+
+def _ptb_fixed_case(hidden_size, batch_size):
+    _, _, trainer = _ptb_parts(hidden_size, batch_size,
+                               fixed_arc=PTB_FINAL_ARC)
+    _, windows = _ptb_windows(10000, batch_size, 35)
+    return Case(_ptb_step_over(windows, trainer.train_step),
+                "PTB fixed child training step, the arc of ptb_final.sh, "
+                "hidden {}, bptt 35, batch {}, depth 12".format(
+                    hidden_size, batch_size))
+
+
+def ptb_search_cpu():
+    return _ptb_search_case(64, 20)
+
+
+def ptb_search_full():
+    return _ptb_search_case(720, 20)
+
+
+def ptb_fixed_cpu():
+    return _ptb_fixed_case(64, 20)
+
+
+def ptb_fixed_full():
+    return _ptb_fixed_case(748, 64)
+
+
+def ptb_controller_cpu():
+    import numpy as np
+    import tensorflow as tf
+
+    from src.ptb import data as ptb_data
+    from src.reinforce import Reinforce, ReinforceConfig
+
+    _, controller, trainer = _ptb_parts(64, 20)
+    stream, _ = _ptb_windows(10000, 20, 35, num_tokens=80000)
+    rows = ptb_data.batch_rows(stream, 20)
+    rng = np.random.default_rng(0)
+
+    def reward(arc, x, y):
+        return 80.0 / tf.exp(trainer.reward_nll(x, y, arc))
+
+    reinforce = Reinforce(controller, reward, ReinforceConfig(
+        lr=1e-3, bl_dec=0.99, entropy_weight=1e-3))
+
+    def step():
+        x, y = ptb_data.random_window(rows, 35, rng)
+        reinforce.run(tf.constant(x), tf.constant(y))["loss"].numpy()
+
+    return Case(step, "one PTB controller update: sample a cell, its reward "
+                "80 / ppl on a random validation window [20, 35] (hidden "
+                "64, depth 12), baseline, Adam")
+
+
+def ptb_test_eval_cpu():
+    """The test-set evaluation (batch 1, 82430 words, hidden 64, the arc of
+    ptb_final.sh): one 'step' is the whole pass the fast way; `extra`
+    times the reference's way (one word per call) on 2000 words and
+    scales it to the whole set."""
+    import numpy as np
+    import tensorflow as tf
+
+    _, _, trainer = _ptb_parts(64, 20, fixed_arc=PTB_FINAL_ARC)
+    stream, _ = _ptb_windows(10000, 1, 1, num_tokens=82430, seed=1)
+
+    def step():
+        trainer.evaluate(stream, 1, 1)
+
+    def extra():
+        n = 2000
+        state = trainer.child.zero_state(1)
+        times = []
+        for i in range(n):
+            x = tf.constant(stream[None, i:i + 1])
+            y = tf.constant(stream[None, i + 1:i + 2])
+            t = time.perf_counter()
+            nll, state = trainer._eval_fn(x, y, state)
+            nll.numpy()
+            times.append(time.perf_counter() - t)
+        per_word = statistics.median(times[100:])
+        return {"one_word_per_call_s_per_word": per_word,
+                "one_word_per_call_s_estimated": per_word * (stream.size - 1),
+                "words": int(stream.size - 1)}
+
+    return Case(step, "PTB test-set evaluation, batch 1, {} words, hidden "
+                "64: long windows with the state carried".format(
+                    stream.size - 1), extra, warmup=1, steps=3)
+
+
 CONFIGS = {
     "macro_fixed_cpu": macro_fixed_cpu,
     "macro_search_cpu": macro_search_cpu,
@@ -385,6 +589,12 @@ CONFIGS = {
     "macro_search_full": macro_search_full,
     "micro_search_full": micro_search_full,
     "micro_fixed_full": micro_fixed_full,
+    "ptb_search_cpu": ptb_search_cpu,
+    "ptb_fixed_cpu": ptb_fixed_cpu,
+    "ptb_controller_cpu": ptb_controller_cpu,
+    "ptb_test_eval_cpu": ptb_test_eval_cpu,
+    "ptb_search_full": ptb_search_full,
+    "ptb_fixed_full": ptb_fixed_full,
 }
 
 
@@ -401,6 +611,8 @@ def time_config(name, warmup=5, steps=20):
     warmup, steps = max(5, warmup), max(20, steps)
     t0 = time.perf_counter()
     case = CONFIGS[name]()
+    if case.warmup is not None:
+        warmup, steps = case.warmup, case.steps
     case.step()  # traces the step function
     build_s = time.perf_counter() - t0
     for _ in range(warmup):

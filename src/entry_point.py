@@ -1,9 +1,11 @@
-"""What every entry point shares: absl start-up, and a user's mistake
-(`UserError`) reported as one `error: ...` line with exit status 2."""
+"""What every entry point shares: absl start-up, a user's mistake
+(`UserError`) reported as one `error: ...` line with exit status 2, and the
+start of a training run (output folder, stdout copy, flags)."""
 
 import sys
 
 from absl import app
+from absl import flags
 
 
 def run(main, argv=None):
@@ -18,4 +20,35 @@ def run(main, argv=None):
             print("error: {}".format(e), file=sys.stderr)
             sys.exit(2)
 
-    app.run(_main, argv=argv)
+    def _parse(argv):
+        # absl reports a bad flag with its own banner and exit status 1.
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:
+            print("error: {}; see --help for the flags".format(
+                " ".join(str(e).split())), file=sys.stderr)
+            sys.exit(2)
+
+    app.run(_main, argv=argv, flags_parser=_parse)
+
+
+def start_run(argv, flag_values, user_flags, config_from_flags):
+    """Validates the flags into a config, prepares `--output_dir`, starts
+    the stdout copy, prints the flags as the reference does and writes them
+    as `flags.txt`. Returns the config."""
+    from absl import logging
+
+    from src import run_log
+    from src.errors import UserError
+
+    if len(argv) > 1:
+        raise UserError("unexpected arguments {}: every option is a --flag"
+                        .format(" ".join(argv[1:])))
+    # TensorFlow's checkpoint code logs through absl at INFO level.
+    logging.set_verbosity(logging.WARNING)
+    cfg = config_from_flags(flag_values)
+    run_log.prepare_output_dir(cfg.output_dir, cfg.reset_output_dir)
+    run_log.start_stdout_copy(cfg.output_dir)
+    run_log.print_flags(flag_values, user_flags)
+    run_log.write_flagfile(cfg.output_dir, flag_values, user_flags)
+    return cfg

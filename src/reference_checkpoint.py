@@ -13,7 +13,7 @@ import tensorflow as tf
 from src.errors import UserError
 
 _DEBIAS = re.compile(
-    r"^(?P<scope>.*/bn)/(?P<stat>moving_mean|moving_variance)_"
+    r"^(?P<scope>.*/(?:bn|batch_norm))/(?P<stat>moving_mean|moving_variance)_"
     r"(?P<part>biased|local_step)$")
 
 

@@ -156,3 +156,20 @@ class Summaries:
 
     def flush(self):
         self.writer.flush()
+
+
+def best_recorded_arc(arcs_path):
+    """(reward, arc string) of the best record in an `arcs.jsonl`, or None
+    when there is none (unreadable lines are skipped)."""
+    import json
+    best = None
+    if os.path.exists(arcs_path):
+        with open(arcs_path) as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue
+                if best is None or r["reward"] > best[0]:
+                    best = (r["reward"], r["arc"])
+    return best

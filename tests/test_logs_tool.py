@@ -14,7 +14,7 @@ import pytest
 
 from src import logs
 from src import run_log
-from src.ptb import search as ptb_search
+from src.ptb import log_lines as ptb_search
 from tests.conftest import REPO_ROOT
 
 
@@ -30,22 +30,9 @@ def of_type(evs, kind):
 
 @pytest.fixture
 def ptb_main():
-    """src.ptb.main for its formatters, without defining its absl flags:
-    tests in this process import the CIFAR entry point, whose flags share
-    names with the PTB entry point's."""
-    if "src.ptb.main" in sys.modules:
-        return sys.modules["src.ptb.main"]
-    from src.ptb import flags as ptb_flags
-    define = ptb_flags.define_flags
-    ptb_flags.define_flags = lambda: None
-    try:
-        module = importlib.import_module("src.ptb.main")
-    finally:
-        ptb_flags.define_flags = define
-        sys.modules.pop("src.ptb.main", None)
-        if getattr(sys.modules["src.ptb"], "main", None) is not None:
-            delattr(sys.modules["src.ptb"], "main")
-    return module
+    """The PTB formatters (src.ptb.log_lines: no absl flags defined)."""
+    from src.ptb import log_lines
+    return log_lines
 
 
 # ---------------------------------------------------------------- flags

@@ -6,21 +6,16 @@ default; the ones the reference defines but never reads are marked
 additions. `USER_FLAGS` lists them all in definition order, for printing.
 """
 
-from absl import flags
+from src import flag_defs
 
 USER_FLAGS = []
-
-
-def _define(kind, name, default, help_text):
-    getattr(flags, "DEFINE_" + kind)(name, default, help_text)
-    USER_FLAGS.append(name)
 
 
 def define_flags():
     """Defines the flags once (safe to call again)."""
     if USER_FLAGS:
         return
-    d = _define
+    d = flag_defs.definer(USER_FLAGS)
     d("boolean", "reset_output_dir", False, "Delete output_dir if exists.")
     d("string", "data_path", "", "Folder with the CIFAR-10 python batches "
       "(downloaded there when missing).")

@@ -14,7 +14,6 @@ import sys
 import time
 
 from absl import flags
-from absl import logging
 
 from src.cifar10 import flags as cifar_flags
 
@@ -332,20 +331,9 @@ def train(cfg):
 
 
 def main(argv):
-    from src import run_log
-    from src.errors import UserError
-
-    if len(argv) > 1:
-        raise UserError("unexpected arguments {}: every option is a --flag"
-                        .format(" ".join(argv[1:])))
-    # TensorFlow's checkpoint code logs through absl at INFO level.
-    logging.set_verbosity(logging.WARNING)
-    cfg = config_from_flags(FLAGS)
-    run_log.prepare_output_dir(cfg.output_dir, cfg.reset_output_dir)
-    run_log.start_stdout_copy(cfg.output_dir)
-    run_log.print_flags(FLAGS, cifar_flags.USER_FLAGS)
-    run_log.write_flagfile(cfg.output_dir, FLAGS, cifar_flags.USER_FLAGS)
-    return train(cfg)
+    from src import entry_point
+    return train(entry_point.start_run(argv, FLAGS, cifar_flags.USER_FLAGS,
+                                       config_from_flags))
 
 
 def run(argv=None):

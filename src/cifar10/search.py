@@ -161,7 +161,7 @@ class ArchitectureSearch:
         if self._valid is None:
             self.start_epoch(epoch)
         print("Here are {} architectures".format(count))
-        best = self._best_so_far()
+        best = run_log.best_recorded_arc(self.arcs_path)
         with open(self.arcs_path, "a") as f:
             for _ in range(count):
                 images, labels = next(self._valid)
@@ -180,16 +180,3 @@ class ArchitectureSearch:
                     best = (acc, str(parsed))
                     with open(self.best_path, "w") as b:
                         b.write(best[1] + "\n")
-
-    def _best_so_far(self):
-        best = None
-        if os.path.exists(self.arcs_path):
-            with open(self.arcs_path) as f:
-                for line in f:
-                    try:
-                        r = json.loads(line)
-                    except ValueError:
-                        continue
-                    if best is None or r["reward"] > best[0]:
-                        best = (r["reward"], r["arc"])
-        return best

@@ -1,0 +1,314 @@
+"""Training, evaluation and reward passes of the PTB child (the reference's
+`PTBEnasChild._build_train`, `eval_once`, `_build_valid_rl`, with
+`get_train_ops`).
+
+`PtbTrainer` owns the child's optimiser (SGD on the reference's step-based
+learning-rate schedule), the optional moving average of the weights, and
+three traced functions: the training step (one trace for every arc), the
+evaluation pass over a window with a carried state, and the controller's
+reward pass.
+
+States: training carries its final state from step to step in the child's
+`starting_states` variables (the reference's `start_h`). Evaluation and the
+reward pass carry their states as tensors of their own and never touch the
+training state. (The reference's valid graph shares `start_h` with
+training; it resets the shared state before and after every evaluation, so
+keeping them apart changes nothing it computes.)
+"""
+
+import contextlib
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from src import schedules
+from src.ptb import data as ptb_data
+from src.ptb.ptb_child import BakedArc
+from src.train_ops import TrainConfig, clip_gradients, l2_loss, make_optimizer
+
+__all__ = ["PtbTrainConfig", "PtbTrainer", "progress_points"]
+
+
+@dataclasses.dataclass
+class PtbTrainConfig(TrainConfig):
+    """`get_train_ops`' settings as the PTB child passes them, and the PTB
+    objective's extra terms.
+
+    lr: schedules.LrConfig with lr_dec_start and lr_dec_every already in
+    steps (epochs x training batches per epoch, as the reference converts).
+    l2_reg: child_l2_reg (None -> 0). rnn_l2_reg: weight of sum(outputs^2)
+    / batch_size; rnn_slowness_reg: weight of sum over steps of
+    (out[t+1] - out[t])^2 / batch_size (None: off). moving_average: the
+    decay of child_optim_moving_average (None: off).
+    """
+    l2_reg: float = 0.0
+    clip_mode: str = "global"
+    grad_bound: float = 5.0
+    optim_algo: str = "sgd"
+    rnn_l2_reg: float = None
+    rnn_slowness_reg: float = None
+    moving_average: float = None
+
+    def __post_init__(self):
+        if self.l2_reg is None:
+            self.l2_reg = 0.0
+
+
+def progress_points(result, every=1000):
+    """(windows so far, perplexity so far) after every `every` windows of an
+    `evaluate(..., window_losses=True)` result: the reference's progress
+    lines ("{:<5d} {:<6.2f}"); its perplexity so far is exp(loss so far /
+    (bptt_steps x batch_size x windows so far))."""
+    losses = result["window_losses"]
+    per_window = result["num_words"] / max(1, len(losses))
+    cum = np.cumsum(losses)
+    return [(k, float(np.exp(cum[k - 1] / (per_window * k))))
+            for k in range(every, len(losses) + 1, every)]
+
+
+class PtbTrainer:
+    """Steps of one PTB child.
+
+    `train_step(x, y)` -> dict(loss, lr, grad_norm, train_ppl, arc);
+    `evaluate(stream, batch_size, bptt_steps)` -> totals of the reference's
+    `eval_once`; `reward_nll(x, y, arc)` -> mean token NLL (the controller's
+    reward pass). `global_step` is the optimiser's iteration count.
+
+    arc_fn: for a search-mode child, a function returning a fresh arc tensor
+    (the controller's sample), called inside the traced training step (a new
+    arc every step, as the reference's graph samples one per session run)
+    and once per window by `evaluate`.
+    jit_compile: compile the training step with XLA (default: for a fixed
+    arc only). The evaluation and reward passes run without XLA (their
+    window length varies).
+
+    Moving average (cfg.moving_average = d): the reference wraps its
+    optimiser in TF1's `MovingAverageOptimizer`, i.e. an
+    `ExponentialMovingAverage(d)` without num_updates over the optimiser's
+    variables: shadows start at the variables' values when the trainer is
+    built (their initial values; a resumed run restores them from the
+    checkpoint) and after every update shadow <- shadow - (shadow - var)
+    (1 - d). Keras'
+    `use_ema` differs: its first update copies the variables (momentum 0 at
+    iteration 0), and it swaps the averages in only by overwriting the
+    variables; so the shadows are kept here (`shadows`, in
+    `checkpoint_objects()`), and evaluation swaps them in and back
+    (`averaged_weights()`).
+    """
+
+    def __init__(self, child, cfg, arc_fn=None, jit_compile=None):
+        self.child = child
+        self.cfg = cfg
+        self.arc_fn = arc_fn
+        if child.searching and arc_fn is None:
+            raise ValueError("a search-mode child needs arc_fn (the "
+                             "controller's sampler)")
+        ccfg = child.cfg
+        self.optimizer = make_optimizer(cfg.optim_algo,
+                                        schedules.StepSchedule(cfg.lr))
+        self.variables = list(child.optimizer_variables())
+        self.optimizer.build(self.variables)
+        self.shadows = None
+        if cfg.moving_average is not None:
+            self.shadows = [
+                tf.Variable(tf.convert_to_tensor(v), trainable=False,
+                            name=v.path.replace("/", "_") + "_ema")
+                for v in self.variables]
+        window = [tf.TensorSpec([ccfg.batch_size, ccfg.bptt_steps], tf.int32)
+                  for _ in range(2)]
+        if jit_compile is None:
+            # XLA halves the fixed child's step on CPU; with a traced arc
+            # (search) it is many times slower, so it is off there.
+            jit_compile = not child.searching
+        self.jit_compile = jit_compile
+        self.train_step = tf.function(self._train_step,
+                                      input_signature=window,
+                                      jit_compile=jit_compile)
+        tokens = tf.TensorSpec([None, None], tf.int32)
+        state = tf.TensorSpec([ccfg.num_layers, None, ccfg.hidden_size],
+                              tf.float32)
+        arc = tf.TensorSpec([ccfg.arc_length], tf.int32)
+        if child.searching:
+            self._eval_fn = tf.function(
+                self._eval_window, input_signature=[tokens, tokens, state,
+                                                    arc])
+            self._reward_fn = tf.function(
+                self._reward, input_signature=[tokens, tokens, arc])
+        else:
+            self._eval_fn = tf.function(
+                lambda x, y, s: self._eval_window(x, y, s, None),
+                input_signature=[tokens, tokens, state])
+            self._reward_fn = tf.function(
+                lambda x, y: self._reward(x, y, None),
+                input_signature=[tokens, tokens])
+
+    @property
+    def global_step(self):
+        return self.optimizer.iterations
+
+    # -- training
+
+    def reset_train_state(self):
+        """Zeroes the carried training states (the reference's train_reset)."""
+        for v in self.child.train_states:
+            v.assign(tf.zeros_like(v))
+
+    def _train_step(self, x, y):
+        child, cfg = self.child, self.cfg
+        batch = tf.cast(tf.shape(x)[0], tf.float32)
+        arc = self.arc_fn() if child.searching else None
+        state = tf.stack([tf.convert_to_tensor(v)
+                          for v in child.train_states])
+        with tf.GradientTape() as tape:
+            nll, outputs, next_state = child.token_nll(
+                x, y, state, arc=arc, training=True)
+            loss = tf.reduce_sum(nll) / batch
+            objective = loss
+            if cfg.rnn_l2_reg is not None:
+                objective += (cfg.rnn_l2_reg * tf.reduce_sum(outputs ** 2)
+                              / batch)
+            if cfg.rnn_slowness_reg is not None:
+                diff = tf.reduce_sum(
+                    (outputs[:, 1:, :] - outputs[:, :-1, :]) ** 2)
+                objective += cfg.rnn_slowness_reg * diff / batch
+            if cfg.l2_reg > 0:
+                objective += cfg.l2_reg * l2_loss(self.variables)
+        grads = tape.gradient(objective, self.variables)
+        grad_norm = tf.linalg.global_norm(grads)
+        grads = clip_gradients(grads, cfg.clip_mode, cfg.grad_bound)
+        lr = schedules.learning_rate(self.optimizer.iterations, cfg.lr)
+        self.optimizer.apply_gradients(zip(grads, self.variables))
+        for v, s in zip(child.train_states, tf.unstack(next_state)):
+            v.assign(tf.stop_gradient(s))
+        if self.shadows is not None:
+            c = tf.constant(1.0 - cfg.moving_average, tf.float32)
+            for shadow, v in zip(self.shadows, self.variables):
+                shadow.assign(shadow - (shadow - v) * c)
+        out = {"loss": loss, "lr": lr, "grad_norm": grad_norm,
+               "train_ppl": tf.exp(tf.reduce_mean(nll))}
+        if arc is not None and not isinstance(arc, BakedArc):
+            out["arc"] = arc
+        return out
+
+    # -- moving average
+
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        """Within the block the variables hold their moving averages (no-op
+        without a moving average); afterwards their own values again."""
+        if self.shadows is None:
+            yield
+            return
+        saved = [tf.convert_to_tensor(v) for v in self.variables]
+        for v, shadow in zip(self.variables, self.shadows):
+            v.assign(shadow)
+        try:
+            yield
+        finally:
+            for v, value in zip(self.variables, saved):
+                v.assign(value)
+
+    def checkpoint_objects(self):
+        """What a run's checkpoint must hold besides the child's variables
+        for an exact resume: the optimiser (its iteration count is the
+        global step) and the moving-average shadows."""
+        objects = {"optimizer": self.optimizer}
+        if self.shadows is not None:
+            objects["moving_average"] = {
+                v.path: s for v, s in zip(self.variables, self.shadows)}
+        return objects
+
+    # -- evaluation
+
+    def _eval_window(self, x, y, state, arc):
+        nll, _, next_state = self.child.token_nll(x, y, state, arc=arc,
+                                                  training=False)
+        return nll, next_state
+
+    def _reward(self, x, y, arc):
+        state = self.child.zero_state(tf.shape(x)[0])
+        nll, _, _ = self.child.token_nll(x, y, state, arc=arc,
+                                         training=False)
+        return tf.reduce_mean(nll)
+
+    def reward_nll(self, x, y, arc=None):
+        """Mean token NLL of one window [B, T] from a zero state, in
+        evaluation mode, nothing carried (the reference's valid_rl graph).
+        arc: the arc to score (search mode; ignored in fixed mode)."""
+        x = tf.convert_to_tensor(x, tf.int32)
+        y = tf.convert_to_tensor(y, tf.int32)
+        if self.child.searching:
+            return self._reward_fn(x, y, tf.cast(arc, tf.int32))
+        return self._reward_fn(x, y)
+
+    def evaluate(self, stream, batch_size, bptt_steps, arc=None,
+                 arc_window=None, max_tokens=4096, window_losses=False,
+                 averaged=None, progress_every=1000):
+        """The reference's `eval_once` on a token stream, without printing.
+
+        The stream is cut into `batch_size` rows; the reference runs its
+        `num_windows` windows of `bptt_steps` steps from a zero state,
+        carrying the state, and sums every token's NLL. The same sum here
+        comes from far fewer calls: with a fixed arc, up to about
+        `max_tokens` tokens per call (the reference's test pass, batch 1 and
+        one word per call, becomes a few long windows: the same
+        computation). Searching, every call scores one arc: `arc` when given,
+        else a fresh sample of `arc_fn` per window of `arc_window` steps
+        (default: the child's bptt_steps). The reference samples one per
+        session call: per window of bptt_steps in its valid pass, per word in
+        its test pass (batch 1, one word per call), where here one arc scores
+        bptt_steps consecutive words.
+
+        averaged: evaluate with the moving averages of the weights (default:
+        when the trainer keeps them).
+
+        Returns dict(total_loss, num_words, num_windows, log_ppl,
+        ppl = exp(min(log_ppl, 10)), progress: (windows so far, perplexity
+        so far) after every `progress_every` windows, the reference's
+        verbose lines) and, with window_losses, the loss of each of the
+        reference's windows (`window_losses`, float64 [num windows]).
+        """
+        child = self.child
+        rows = ptb_data.batch_rows(stream, batch_size)
+        windows = ptb_data.num_windows(stream, batch_size, bptt_steps)
+        if windows < 1:
+            raise ValueError(
+                "the stream has {} tokens: too short for one window of {} x "
+                "{} (+1)".format(np.size(stream), batch_size, bptt_steps))
+        steps = windows * bptt_steps
+        sample = child.searching and arc is None
+        if child.searching:
+            chunk = arc_window or child.cfg.bptt_steps
+        else:
+            chunk = max(1, max_tokens // batch_size)
+        if averaged is None:
+            averaged = self.shadows is not None
+        per_step = np.zeros([steps], np.float64)
+        context = (self.averaged_weights() if averaged
+                   else contextlib.nullcontext())
+        with context:
+            state = child.zero_state(batch_size)
+            for start in range(0, steps, chunk):
+                end = min(steps, start + chunk)
+                x = tf.constant(rows[:, start:end])
+                y = tf.constant(rows[:, start + 1:end + 1])
+                if child.searching:
+                    this_arc = self.arc_fn() if sample else arc
+                    nll, state = self._eval_fn(
+                        x, y, state, tf.cast(this_arc, tf.int32))
+                else:
+                    nll, state = self._eval_fn(x, y, state)
+                per_step[start:end] = nll.numpy().astype(np.float64).sum(0)
+        per_window = per_step.reshape(windows, bptt_steps).sum(1)
+        total = float(per_window.sum())
+        num_words = steps * batch_size
+        log_ppl = total / num_words
+        out = {"total_loss": total, "num_words": num_words,
+               "num_windows": windows, "log_ppl": log_ppl,
+               "ppl": float(np.exp(min(log_ppl, 10.0))),
+               "window_losses": per_window}
+        out["progress"] = progress_points(out, progress_every)
+        if not window_losses:
+            del out["window_losses"]
+        return out
