@@ -59,26 +59,53 @@ class RunCheckpoint:
         return self.manager.latest_checkpoint
 
     def restore_latest(self):
-        """Restores the newest checkpoint if there is one; returns its path or
-        None. A checkpoint of another configuration is a UserError."""
-        path = self.manager.latest_checkpoint
-        if path is None:
-            return None
-        try:
-            status = self.checkpoint.restore(path)
-            status.assert_existing_objects_matched()
-        except (ValueError, AssertionError, tf.errors.OpError) as e:
-            detail = str(e).strip().splitlines()[0][:300]
-            raise UserError(
-                "the checkpoint {} does not match this configuration ({}): "
-                "pass --reset_output_dir to start afresh, or another "
-                "--output_dir".format(path, detail)) from None
-        return path
+        """Restores the newest readable checkpoint if there is one; returns
+        its path or None.
+
+        TensorFlow writes a checkpoint's files first and only then names it
+        in the `checkpoint` index (atomically), so a torn write is never
+        "the latest"; a newest checkpoint whose files were damaged later is
+        skipped, with a note, for the one before it. A checkpoint of another
+        configuration (names or shapes differ) is a UserError.
+        """
+        paths = list(reversed(self.manager.checkpoints))
+        for i, path in enumerate(paths):
+            status = None
+            try:
+                status = self.checkpoint.restore(path)
+                status.assert_existing_objects_matched()
+                return path
+            except (tf.errors.DataLossError, tf.errors.NotFoundError,
+                    tf.errors.OutOfRangeError, IndexError) as e:
+                # Damaged or missing files (the reader reports a truncated
+                # data file as an IndexError).
+                if i + 1 == len(paths):
+                    raise UserError(
+                        "no readable checkpoint in {}: {} is damaged ({}); "
+                        "pass --reset_output_dir to start afresh".format(
+                            os.path.dirname(path), path,
+                            _first_line(e))) from None
+                print("note: the checkpoint {} is unreadable ({}); resuming "
+                      "from {} instead".format(path, _first_line(e),
+                                               paths[i + 1]))
+            except (ValueError, AssertionError, tf.errors.OpError) as e:
+                if status is not None:
+                    status.expect_partial()  # no warnings at exit
+                raise UserError(
+                    "the checkpoint {} does not match this configuration "
+                    "({}): pass --reset_output_dir to start afresh, or "
+                    "another --output_dir".format(path, _first_line(e))
+                ) from None
+        return None
 
     def save(self, epoch, step):
         """Writes a checkpoint for `epoch` epochs completed at `step`."""
         self.epoch.assign(epoch)
         return self.manager.save(checkpoint_number=step)
+
+
+def _first_line(error):
+    return str(error).strip().splitlines()[0][:300]
 
 
 def has_checkpoint(output_dir):

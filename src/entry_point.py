@@ -18,6 +18,10 @@ def run(main, argv=None):
         except UserError as e:
             sys.stdout.flush()
             print("error: {}".format(e), file=sys.stderr)
+            # Objects half-restored from a mismatched checkpoint warn when
+            # they are collected at exit; the error line says it all.
+            from absl import logging
+            logging.set_verbosity(logging.ERROR)
             sys.exit(2)
 
     def _parse(argv):

@@ -17,7 +17,8 @@ import dataclasses
 import tensorflow as tf
 
 from src import schedules
-from src.train_ops import clip_gradients, l2_loss, make_optimizer
+from src.train_ops import (apply_if_finite, clip_gradients, l2_loss,
+                           make_optimizer)
 
 
 @dataclasses.dataclass
@@ -82,8 +83,14 @@ class Reinforce:
                 # Whether the bonus carries a gradient is the controller's
                 # choice (the reference's controllers stop it).
                 reward += cfg.entropy_weight * sample["entropy"]
-            self.baseline.assign_sub(
-                (1.0 - cfg.bl_dec) * (self.baseline - tf.stop_gradient(reward)))
+            # A non-finite reward leaves the baseline alone (the entry point
+            # then stops or skips this arc).
+            finite_reward = tf.math.is_finite(reward)
+            self.baseline.assign(tf.where(
+                finite_reward,
+                self.baseline - (1.0 - cfg.bl_dec) * (
+                    self.baseline - tf.stop_gradient(reward)),
+                self.baseline))
             loss = -sample["log_prob"] * (
                 reward - tf.stop_gradient(self.baseline))
             if cfg.skip_weight is not None and "skip_penalty" in sample:
@@ -97,12 +104,16 @@ class Reinforce:
         grad_norm = tf.linalg.global_norm(grads)
         grads = clip_gradients(grads, cfg.clip_mode, cfg.grad_bound)
         lr = schedules.learning_rate(self.optimizer.iterations, self.lr_cfg)
+        finite = tf.reduce_all(tf.math.is_finite(
+            tf.stack([loss, reward, grad_norm])))
         if self.aggregate == 1:
-            self.optimizer.apply_gradients(zip(grads, self.variables))
+            apply_if_finite(self.optimizer, grads, self.variables, loss,
+                            reward, grad_norm)
         else:
+            # A non-finite run adds nothing to the aggregate.
             for acc, g in zip(self._accum, grads):
-                acc.assign_add(g)
-            self._count.assign_add(1)
+                acc.assign_add(tf.where(finite, g, tf.zeros_like(g)))
+            self._count.assign_add(tf.cast(finite, tf.int64))
 
             def apply():
                 mean = [acc / float(self.aggregate) for acc in self._accum]

@@ -128,5 +128,25 @@ def apply_train_step(tape, loss, variables, optimizer, cfg):
     grad_norm = tf.linalg.global_norm(grads)
     grads = clip_gradients(grads, cfg.clip_mode, cfg.grad_bound)
     lr = schedules.learning_rate(optimizer.iterations, cfg.lr)
-    optimizer.apply_gradients(zip(grads, variables))
+    apply_if_finite(optimizer, grads, variables, loss, grad_norm)
     return lr, grad_norm
+
+
+def apply_if_finite(optimizer, grads, variables, *values):
+    """Applies the update only when every value in `values` (loss, gradient
+    norm, reward, ...) is finite; otherwise only the step counter moves, so
+    a NaN never reaches the weights and the data order stays aligned with
+    the step (the entry points then stop or, with --nan_policy=skip_arc, go
+    on). Returns whether the update was applied."""
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(
+        tf.cast(v, tf.float32))) for v in values])
+
+    def apply():
+        optimizer.apply_gradients(zip(grads, variables))
+        return tf.constant(True)
+
+    def skip():
+        optimizer.iterations.assign_add(1)
+        return tf.constant(False)
+
+    return tf.cond(finite, apply, skip)

@@ -4,49 +4,22 @@ one-line errors."""
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from src.ptb.arcs import PtbArc
+from tests.ptb_fixtures import run_ptb_main, tiny_args, write_tiny_ptb
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 ARC3 = "0 0 1 1 2"
 
 
 @pytest.fixture(scope="module")
 def tiny_ptb(tmp_path_factory):
-    """A 30-word corpus in the reference's layout (train, valid, test)."""
-    folder = tmp_path_factory.mktemp("ptb")
-    rng = np.random.default_rng(0)
-    words = ["w{:02d}".format(i) for i in range(30)]
-    for split, lines in (("train", 80), ("valid", 30), ("test", 20)):
-        text = "".join(
-            " " + " ".join(rng.choice(words, rng.integers(3, 9))) + " \n"
-            for _ in range(lines))
-        (folder / split).write_text(text)
-    return str(folder)
+    return write_tiny_ptb(tmp_path_factory.mktemp("ptb"))
 
 
-def run_main(*args):
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "src.ptb.main", *args],
-                          capture_output=True, text=True, cwd=REPO_ROOT,
-                          env=env, timeout=300)
-
-
-def base_args(data_path, output_dir):
-    return ["--search_for=enas", "--data_path=" + data_path,
-            "--output_dir=" + output_dir, "--batch_size=4",
-            "--child_bptt_steps=5", "--child_rhn_depth=3",
-            "--child_num_layers=1", "--child_lstm_hidden_size=8",
-            "--child_lstm_e_keep=0.8", "--child_lstm_x_keep=0.8",
-            "--child_lstm_h_keep=0.8", "--child_lstm_o_keep=0.8",
-            "--child_lr=0.5", "--child_l2_reg=1e-7", "--log_every=5",
-            "--nodownload"]
+run_main = run_ptb_main
+base_args = tiny_args
 
 
 def test_fixed_arc_run_prints_the_reference_lines_and_resumes(tiny_ptb,

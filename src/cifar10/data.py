@@ -446,12 +446,13 @@ def epoch_randomness(num_examples, epoch, seed):
 
 
 def train_dataset(data, batch_size, epoch, seed, cutout_size=None,
-                  split="train"):
+                  split="train", start_batch=0):
     """One augmented epoch of `split`: (float32 [B, 32, 32, 3], int32 [B]).
 
     The order and every image's crop, flip and cutout come only from
     (seed, epoch), so a given epoch is bit-identical on every run; the last
-    batch is smaller when B does not divide N.
+    batch is smaller when B does not divide N. start_batch: begin the epoch
+    at this batch (a run resumed from a mid-epoch checkpoint).
     """
     images, labels = _split_tensors(data, split)
     order, offsets, flips, starts = epoch_randomness(
@@ -468,7 +469,7 @@ def train_dataset(data, batch_size, epoch, seed, cutout_size=None,
         return x, tf.gather(labels, index)
 
     ds = tf.data.Dataset.from_tensor_slices((order, offsets, flips, starts))
-    ds = ds.batch(batch_size)
+    ds = ds.batch(batch_size).skip(start_batch)
     ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -49,6 +49,12 @@ class RunConfig:
     # Micro search runs its valid, test and reward passes in training mode.
     eval_training_mode: bool = False
     train_aux_head: bool = False
+    # Port options shared with the PTB entry point.
+    reference_checkpoint: str = None
+    jit_compile: str = "auto"
+    mixed_precision: bool = False
+    deterministic: bool = False
+    nan_policy: str = "stop"
 
     @property
     def searching(self):
@@ -215,7 +221,10 @@ def config_from_flags(f):
         controller_num_aggregate=f.controller_num_aggregate,
         eval_training_mode=bool(searching and f.search_for == "micro"
                                 and f.child_search_eval_training_mode),
-        train_aux_head=f.child_train_aux_head)
+        train_aux_head=f.child_train_aux_head,
+        reference_checkpoint=f.reference_checkpoint,
+        jit_compile=f.jit_compile, mixed_precision=f.mixed_precision,
+        deterministic=f.deterministic, nan_policy=f.nan_policy)
 
 
 def train(cfg):
@@ -224,14 +233,19 @@ def train(cfg):
     evaluations, then a checkpoint."""
     import keras
     import numpy as np
+    import tensorflow as tf
 
     from src import run_log
     from src.checkpoints import RunCheckpoint
     from src.cifar10 import data as cifar_data
-    from src.cifar10.child_trainer import ChildTrainer, check_finite
+    from src.cifar10.child_trainer import ChildTrainer
+    from src.interrupts import StopRequest
+    from src.nan_guard import NanGuard
     from src.cifar10.macro_child import MacroChild
 
     keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
     data = cifar_data.read_data(cfg.data_path, num_valids=cfg.num_valids,
                                 download=cfg.download)
     num_train = data.num_examples("train")
@@ -255,6 +269,7 @@ def train(cfg):
         search = ArchitectureSearch(
             cfg, child, data, reward_training_mode=cfg.eval_training_mode)
     trainer = ChildTrainer(child, cfg.train,
+                           jit_compile=cfg.jit_compile == "true",
                            arc_fn=search.sample_arc if search else None,
                            eval_training_mode=cfg.eval_training_mode,
                            train_aux_head=cfg.train_aux_head)
@@ -280,53 +295,59 @@ def train(cfg):
     print("Starting session")
     start_time = time.time()
 
-    def stop_on_nan(values, what):
-        try:
-            check_finite(values, step, epoch)
-        except FloatingPointError as e:
-            print("error: the {}'s {}; stopping without saving. The last "
-                  "good checkpoint is {}".format(
-                      what, e, ckpt.latest or "none (no epoch completed)"))
-            summaries.flush()
-            return True
-        return False
+    stop_on_nan = NanGuard(cfg.nan_policy, lambda: (step, epoch),
+                           lambda: ckpt.latest, on_stop=summaries.flush)
 
-    while epoch < cfg.num_epochs:
-        for images, labels in cifar_data.train_dataset(
-                data, cfg.batch_size, epoch, cfg.seed,
-                cutout_size=cfg.cutout_size):
-            out = {k: v.numpy() for k, v in
-                   trainer.train_step(images, labels).items()}
-            step += 1
-            if stop_on_nan({"loss": out["loss"],
-                            "gradient norm": out["grad_norm"]}, "child"):
-                return 1
-            if step % cfg.log_every == 0:
-                print(run_log.train_line(
-                    step // num_train_batches, step, out["loss"], out["lr"],
-                    out["grad_norm"], int(out["train_acc"]), cfg.batch_size,
-                    (time.time() - start_time) / 60))
-                summaries.scalars(step, {
-                    "child/loss": out["loss"], "child/lr": out["lr"],
-                    "child/grad_norm": out["grad_norm"],
-                    "child/train_acc": out["train_acc"] / images.shape[0]})
-        epoch = step // num_train_batches
-        if epoch % cfg.eval_every_epochs == 0:
-            if (search and cfg.controller_training
-                    and epoch % cfg.controller_train_every == 0):
-                if not search.train_controller(epoch, start_time, summaries,
-                                               stop_on_nan):
+    with StopRequest() as stop:
+        while epoch < cfg.num_epochs:
+            # Not 0 only when resuming from a checkpoint saved mid-epoch.
+            start_batch = step - epoch * num_train_batches
+            for images, labels in cifar_data.train_dataset(
+                    data, cfg.batch_size, epoch, cfg.seed,
+                    cutout_size=cfg.cutout_size, start_batch=start_batch):
+                out = {k: v.numpy() for k, v in
+                       trainer.train_step(images, labels).items()}
+                step += 1
+                if stop_on_nan({"loss": out["loss"],
+                                "gradient norm": out["grad_norm"]}, "child",
+                               out.get("arc")):
                     return 1
-                search.print_architectures(epoch)
-            print("Epoch {}: Eval".format(epoch))
-            splits = ["valid"] if data.images["valid"] is not None else []
-            for split in splits + ["test"]:
-                print("Eval at {}".format(step))
-                acc = trainer.evaluate(cifar_data.eval_dataset(data, split))
-                print(run_log.accuracy_line(split, acc))
-                summaries.scalars(step, {"{}_accuracy".format(split): acc})
-        ckpt.save(epoch, step)
-        summaries.flush()
+                if step % cfg.log_every == 0:
+                    print(run_log.train_line(
+                        step // num_train_batches, step, out["loss"],
+                        out["lr"], out["grad_norm"], int(out["train_acc"]),
+                        cfg.batch_size, (time.time() - start_time) / 60))
+                    summaries.scalars(step, {
+                        "child/loss": out["loss"], "child/lr": out["lr"],
+                        "child/grad_norm": out["grad_norm"],
+                        "child/train_acc":
+                            out["train_acc"] / images.shape[0]})
+                if stop.requested:
+                    print(stop.message(ckpt.save(epoch, step)))
+                    summaries.flush()
+                    return stop.exit_status()
+            epoch = step // num_train_batches
+            if epoch % cfg.eval_every_epochs == 0:
+                if (search and cfg.controller_training
+                        and epoch % cfg.controller_train_every == 0):
+                    if not search.train_controller(epoch, start_time,
+                                                   summaries, stop_on_nan):
+                        return 1
+                    search.print_architectures(epoch)
+                print("Epoch {}: Eval".format(epoch))
+                splits = ["valid"] if data.images["valid"] is not None else []
+                for split in splits + ["test"]:
+                    print("Eval at {}".format(step))
+                    acc = trainer.evaluate(cifar_data.eval_dataset(data,
+                                                                   split))
+                    print(run_log.accuracy_line(split, acc))
+                    summaries.scalars(step,
+                                      {"{}_accuracy".format(split): acc})
+            path = ckpt.save(epoch, step)
+            summaries.flush()
+            if stop.requested:
+                print(stop.message(path))
+                return stop.exit_status()
     return 0
 
 

@@ -137,7 +137,7 @@ class ArchitectureSearch:
                    self.reinforce.run(images, labels).items()}
             if stop_on_nan({"loss": out["loss"], "reward": out["reward"],
                             "gradient norm": out["grad_norm"]},
-                           "controller"):
+                           "controller", out["arc"]):
                 return False
             controller_step = int(self.reinforce.train_step.numpy())
             if ct_step % cfg.log_every == 0:

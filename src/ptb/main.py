@@ -62,6 +62,12 @@ class RunConfig:
     controller_train_every: int = 2
     controller_train_steps: int = 50
     controller_num_aggregate: int = 1
+    # Port options shared with the CIFAR entry point.
+    reference_checkpoint: str = None
+    jit_compile: str = "auto"
+    mixed_precision: bool = False
+    deterministic: bool = False
+    nan_policy: str = "stop"
 
     @property
     def searching(self):
@@ -157,15 +163,10 @@ def config_from_flags(f):
         controller_training=bool(f.controller_training and searching),
         controller_train_every=f.controller_train_every,
         controller_train_steps=f.controller_train_steps,
-        controller_num_aggregate=f.controller_num_aggregate)
-
-
-def _check_finite(values, step, epoch):
-    import numpy as np
-    for name, value in values.items():
-        if not np.all(np.isfinite(value)):
-            raise FloatingPointError("{} is {} at step {} (epoch {})".format(
-                name, value, step, epoch))
+        controller_num_aggregate=f.controller_num_aggregate,
+        reference_checkpoint=f.reference_checkpoint,
+        jit_compile=f.jit_compile, mixed_precision=f.mixed_precision,
+        deterministic=f.deterministic, nan_policy=f.nan_policy)
 
 
 def train(cfg):
@@ -180,11 +181,15 @@ def train(cfg):
 
     from src import run_log
     from src.checkpoints import RunCheckpoint
+    from src.interrupts import StopRequest
+    from src.nan_guard import NanGuard
     from src.ptb import data as ptb_data
     from src.ptb.ptb_child import PtbChild
     from src.ptb.ptb_trainer import PtbTrainer
 
     keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
     if cfg.train_on_valid:
         print("note: --train_on_valid: training on the valid text, "
               "validating and testing on the test text")
@@ -215,7 +220,9 @@ def train(cfg):
         # controller's samples: build the trainer with a late-bound arc_fn.
         def trainer_arc_fn():
             return search.sample_arc()
-    trainer = PtbTrainer(child, cfg.train, arc_fn=trainer_arc_fn)
+    trainer = PtbTrainer(child, cfg.train, arc_fn=trainer_arc_fn,
+                         jit_compile={"auto": None, "true": True,
+                                      "false": False}[cfg.jit_compile])
     if cfg.searching:
         from src.ptb.search import PtbSearch
         search = PtbSearch(cfg, trainer, valid_rows)
@@ -250,19 +257,8 @@ def train(cfg):
     print("Starting session")
     start_time = time.time()
 
-    def stop_on_nan(values, what, arc=None):
-        try:
-            _check_finite(values, step, epoch)
-        except FloatingPointError as e:
-            print("error: the {}'s {}{}; stopping without saving. The last "
-                  "good checkpoint is {}".format(
-                      what, e,
-                      "" if arc is None else " (arc {})".format(
-                          " ".join(str(int(v)) for v in np.reshape(arc, -1))),
-                      ckpt.latest or "none (no epoch completed)"))
-            summaries.flush()
-            return True
-        return False
+    stop_on_nan = NanGuard(cfg.nan_policy, lambda: (step, epoch),
+                           lambda: ckpt.latest, on_stop=summaries.flush)
 
     def evaluate(name, verbose):
         if name == "valid":
@@ -282,51 +278,59 @@ def train(cfg):
     num_batches = 0
     total_tr_ppl = 0.0
     eval_every = num_train_batches * cfg.eval_every_epochs
-    while epoch < cfg.num_epochs:
-        x, y = windows.next()
-        out = {k: v.numpy() for k, v in trainer.train_step(x, y).items()}
-        step += 1
-        num_batches += 1
-        total_tr_ppl += out["loss"] / cfg.bptt_steps
-        epoch = step // num_train_batches
-        if stop_on_nan({"loss": out["loss"],
-                        "gradient norm": out["grad_norm"]}, "child",
-                       out.get("arc")):
-            return 1
-        if step % cfg.log_every == 0:
-            print(train_line(epoch, step, out["loss"], out["lr"],
-                             out["grad_norm"],
-                             np.exp(total_tr_ppl / num_batches),
-                             (time.time() - start_time) / 60))
-            summaries.scalars(step, {
-                "child/loss": out["loss"], "child/lr": out["lr"],
-                "child/grad_norm": out["grad_norm"],
-                "child/train_ppl": out["train_ppl"]})
-        if (cfg.reset_train_states is not None
-                and reset_rng.uniform(0, 1) < cfg.reset_train_states):
-            print("reset train states")
-            trainer.reset_train_state()
-        if step % num_train_batches != 0:
-            continue
-        if step % eval_every == 0:
-            trainer.reset_train_state()
-            if (search and cfg.controller_training
-                    and epoch % cfg.controller_train_every == 0):
-                if not search.train_controller(epoch, start_time, stop_on_nan,
-                                               summaries):
-                    return 1
-                search.print_architectures(epoch)
-            print("Epoch {}: Eval".format(epoch))
-            valid_ppl = evaluate("valid", verbose=False)
-            if valid_ppl < float(best_valid_ppl.numpy()):
-                best_valid_ppl.assign(valid_ppl)
-                evaluate("test", verbose=True)
-            total_tr_ppl = 0.0
-            num_batches = 0
-            print("-" * 80)
-        reset_rng = np.random.default_rng([cfg.seed, epoch, 7])
-        ckpt.save(epoch, step)
-        summaries.flush()
+    with StopRequest() as stop:
+        while epoch < cfg.num_epochs:
+            x, y = windows.next()
+            out = {k: v.numpy() for k, v in trainer.train_step(x, y).items()}
+            step += 1
+            num_batches += 1
+            total_tr_ppl += out["loss"] / cfg.bptt_steps
+            epoch = step // num_train_batches
+            if stop_on_nan({"loss": out["loss"],
+                            "gradient norm": out["grad_norm"]}, "child",
+                           out.get("arc")):
+                return 1
+            if step % cfg.log_every == 0:
+                print(train_line(epoch, step, out["loss"], out["lr"],
+                                 out["grad_norm"],
+                                 np.exp(total_tr_ppl / num_batches),
+                                 (time.time() - start_time) / 60))
+                summaries.scalars(step, {
+                    "child/loss": out["loss"], "child/lr": out["lr"],
+                    "child/grad_norm": out["grad_norm"],
+                    "child/train_ppl": out["train_ppl"]})
+            if (cfg.reset_train_states is not None
+                    and reset_rng.uniform(0, 1) < cfg.reset_train_states):
+                print("reset train states")
+                trainer.reset_train_state()
+            if stop.requested and step % num_train_batches != 0:
+                print(stop.message(ckpt.save(epoch, step)))
+                summaries.flush()
+                return stop.exit_status()
+            if step % num_train_batches != 0:
+                continue
+            if step % eval_every == 0:
+                trainer.reset_train_state()
+                if (search and cfg.controller_training
+                        and epoch % cfg.controller_train_every == 0):
+                    if not search.train_controller(
+                            epoch, start_time, stop_on_nan, summaries):
+                        return 1
+                    search.print_architectures(epoch)
+                print("Epoch {}: Eval".format(epoch))
+                valid_ppl = evaluate("valid", verbose=False)
+                if valid_ppl < float(best_valid_ppl.numpy()):
+                    best_valid_ppl.assign(valid_ppl)
+                    evaluate("test", verbose=True)
+                total_tr_ppl = 0.0
+                num_batches = 0
+                print("-" * 80)
+            reset_rng = np.random.default_rng([cfg.seed, epoch, 7])
+            path = ckpt.save(epoch, step)
+            summaries.flush()
+            if stop.requested:
+                print(stop.message(path))
+                return stop.exit_status()
     evaluate("test", verbose=True)
     summaries.flush()
     return 0
