@@ -63,3 +63,19 @@ def test_a_checkpoint_of_another_configuration_is_named_and_kept(tiny_ptb,
     after = {p: (out_dir / p).stat().st_mtime_ns
              for p in os.listdir(out_dir) if p.startswith("model.ckpt")}
     assert after == before
+
+
+def test_macro_too_shallow_for_two_pool_layers_builds_with_a_note(capsys):
+    from src.cifar10 import main as cifar_main
+    flag_values = cifar_main.FLAGS
+    try:
+        flag_values(["prog", "--search_for=macro", "--child_num_layers=2",
+                     "--child_fixed_arc=0 0 1", "--nocontroller_training",
+                     "--controller_search_whole_channels",
+                     "--child_out_filters=4"])
+        cfg = cifar_main.config_from_flags(flag_values)
+    finally:
+        flag_values.unparse_flags()
+    assert cfg.child.num_layers == 2
+    assert ("--child_num_layers=2 < 3, so the network has no pool layers"
+            in capsys.readouterr().out)
