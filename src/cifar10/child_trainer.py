@@ -11,7 +11,7 @@ import inspect
 import numpy as np
 import tensorflow as tf
 
-from src import schedules
+from src import precision, schedules
 from src.train_ops import apply_train_step, make_optimizer
 
 IMAGE_SPEC = tf.TensorSpec([None, 32, 32, 3], tf.float32, name="images")
@@ -19,9 +19,10 @@ LABEL_SPEC = tf.TensorSpec([None], tf.int32, name="labels")
 
 
 def cross_entropy(logits, labels):
-    """Mean softmax cross-entropy: the loss the reference logs."""
+    """Mean softmax cross-entropy: the loss the reference logs (float32
+    whatever the logits' dtype)."""
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=labels, logits=logits))
+        labels=labels, logits=precision.float32(logits)))
 
 
 def num_correct(logits, labels):
@@ -47,14 +48,28 @@ class ChildTrainer:
     then cross-entropy + 0.4 x aux cross-entropy, and the logged loss the
     first term alone, as the reference logs it. A child whose `call` takes
     `step` receives the global step (drop-path's training progress).
+
+    jit_compile: compile the training and evaluation steps with XLA
+    (`precision.resolve_jit_compile` gives the measured choice).
+    mixed_precision: the child was built under the mixed_float16 policy
+    (`precision.set_mixed_precision`): the loss is scaled
+    (`precision.DynamicLossScale`, in `checkpoint_objects()`), and
+    `train_step` also returns `loss_scale` (the scale this step used) and
+    `skipped` (its scaled gradients were not finite: no weight changed, the
+    scale halved; `grad_norm` is then not finite either).
     """
 
     def __init__(self, child, train_cfg, jit_compile=False, arc_fn=None,
-                 eval_training_mode=False, train_aux_head=False):
+                 eval_training_mode=False, train_aux_head=False,
+                 mixed_precision=False):
         self.child = child
         self.cfg = train_cfg
         self.arc_fn = arc_fn
         self.eval_training_mode = eval_training_mode
+        self.jit_compile = bool(jit_compile)
+        self.loss_scale = (precision.DynamicLossScale() if mixed_precision
+                           else None)
+        precision.check_loss_scaling(child, mixed_precision)
         self._pass_step = "step" in inspect.signature(child.call).parameters
         self.optimizer = make_optimizer(
             train_cfg.optim_algo, schedules.StepSchedule(train_cfg.lr))
@@ -76,6 +91,15 @@ class ChildTrainer:
     def global_step(self):
         return self.optimizer.iterations
 
+    def checkpoint_objects(self):
+        """What a run's checkpoint must hold besides the child's variables:
+        the optimiser (its iteration count is the global step) and, under
+        mixed precision, the loss scale."""
+        objects = {"optimizer": self.optimizer}
+        if self.loss_scale is not None:
+            objects["loss_scale"] = self.loss_scale
+        return objects
+
     def _forward(self, images, training):
         kwargs = {}
         if self.arc_fn is not None:
@@ -92,10 +116,18 @@ class ChildTrainer:
             objective = loss
             if aux_logits is not None:
                 objective = loss + 0.4 * cross_entropy(aux_logits, labels)
-        lr, grad_norm = apply_train_step(tape, objective, self.variables,
-                                         self.optimizer, self.cfg)
+        if self.loss_scale is None:
+            lr, grad_norm = apply_train_step(tape, objective, self.variables,
+                                             self.optimizer, self.cfg)
+            return {"loss": loss, "lr": lr, "grad_norm": grad_norm,
+                    "train_acc": num_correct(logits, labels)}
+        scale = tf.identity(self.loss_scale.scale)
+        lr, grad_norm, skipped = precision.apply_scaled_train_step(
+            tape, objective, self.variables, self.optimizer, self.cfg,
+            self.loss_scale)
         return {"loss": loss, "lr": lr, "grad_norm": grad_norm,
-                "train_acc": num_correct(logits, labels)}
+                "train_acc": num_correct(logits, labels),
+                "loss_scale": scale, "skipped": skipped}
 
     def logits(self, images):
         """Evaluation logits: inference mode, or training mode when

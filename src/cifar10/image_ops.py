@@ -4,6 +4,13 @@ Each layer owns its weights under the reference's variable-scope names
 (`w`, `bn/offset`, `path1_conv/w`, ...), so a model's variable paths read
 like the reference's checkpoint names. Tensors are NHWC or NCHW as the
 layer's `data_format` says; shapes in docstrings are written NHWC.
+
+Mixed precision (`src.precision`): under the mixed_float16 policy the
+convolutions compute in float16 (Keras reads the float32 variables as
+float16 inside a layer's call, raw `tf.*` ops included); every batch norm
+computes in float32 (input cast up, its variables created with
+autocast=False, output cast back to the input's dtype), and the
+classifiers' pooling and logits are float32.
 """
 
 import keras
@@ -25,15 +32,25 @@ def num_channels(x, data_format):
 
 
 def _add_batch_norm_weights(layer, c):
-    """offset, scale (trainable) and moving_mean, moving_variance of [c]."""
+    """offset, scale (trainable) and moving_mean, moving_variance of [c];
+    never autocast (batch norm computes in float32)."""
     zeros, ones = keras.initializers.Zeros(), keras.initializers.Ones()
     layer.offset = layer.add_weight(name="offset", shape=(c,),
-                                    initializer=zeros)
-    layer.scale = layer.add_weight(name="scale", shape=(c,), initializer=ones)
+                                    initializer=zeros, autocast=False)
+    layer.scale = layer.add_weight(name="scale", shape=(c,), initializer=ones,
+                                   autocast=False)
     layer.moving_mean = layer.add_weight(
-        name="moving_mean", shape=(c,), initializer=zeros, trainable=False)
+        name="moving_mean", shape=(c,), initializer=zeros, trainable=False,
+        autocast=False)
     layer.moving_variance = layer.add_weight(
-        name="moving_variance", shape=(c,), initializer=ones, trainable=False)
+        name="moving_variance", shape=(c,), initializer=ones, trainable=False,
+        autocast=False)
+
+
+def _to_float32(x):
+    """(x as float32, x's dtype): batch norms compute in float32 and hand
+    back their input's dtype (float16 under mixed precision)."""
+    return tf.cast(x, tf.float32), x.dtype
 
 
 class BatchNorm(keras.layers.Layer):
@@ -68,9 +85,11 @@ class BatchNorm(keras.layers.Layer):
         for stat in ("moving_mean", "moving_variance"):
             self._debias[stat] = (
                 self.add_weight(name=stat + "_biased", shape=(c,),
-                                initializer=zeros, trainable=False),
+                                initializer=zeros, trainable=False,
+                                autocast=False),
                 self.add_weight(name=stat + "_local_step", shape=(),
-                                initializer=zeros, trainable=False))
+                                initializer=zeros, trainable=False,
+                                autocast=False))
 
     def _update_moving(self, stat, value):
         biased, local_step = self._debias[stat]
@@ -83,18 +102,19 @@ class BatchNorm(keras.layers.Layer):
         getattr(self, stat).assign(new_biased / bias_factor)
 
     def call(self, x, training=False):
+        x, dtype = _to_float32(x)
         if training:
             y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
                 x, self.scale, self.offset, epsilon=self.epsilon,
                 data_format=self.data_format, is_training=True)
             self._update_moving("moving_mean", mean)
             self._update_moving("moving_variance", variance)
-            return y
+            return tf.cast(y, dtype)
         y, _, _ = tf.compat.v1.nn.fused_batch_norm(
             x, self.scale, self.offset, mean=self.moving_mean,
             variance=self.moving_variance, epsilon=self.epsilon,
             data_format=self.data_format, is_training=False)
-        return y
+        return tf.cast(y, dtype)
 
 
 class MaskedBatchNorm(keras.layers.Layer):
@@ -143,6 +163,7 @@ class MaskedBatchNorm(keras.layers.Layer):
     def call(self, x, start=None, count=None, training=False):
         """x: [N, H, W, count]. start, count: int scalars (Python or int32
         tensors); None for all channels."""
+        x, dtype = _to_float32(x)
         scale = self._select(self.scale, start, count)
         offset = self._select(self.offset, start, count)
         if training:
@@ -151,14 +172,14 @@ class MaskedBatchNorm(keras.layers.Layer):
                 data_format=self.data_format, is_training=True)
             self._update(self.moving_mean, start, count, mean)
             self._update(self.moving_variance, start, count, variance)
-            return y
+            return tf.cast(y, dtype)
         y, _, _ = tf.compat.v1.nn.fused_batch_norm(
             x, scale, offset,
             mean=self._select(self.moving_mean, start, count),
             variance=self._select(self.moving_variance, start, count),
             epsilon=self.epsilon, data_format=self.data_format,
             is_training=False)
-        return y
+        return tf.cast(y, dtype)
 
 
 class SlicedConvBN(keras.layers.Layer):
@@ -335,7 +356,9 @@ class Pool3x3(keras.layers.Layer):
 
 class Classifier(keras.layers.Layer):
     """Global average pool, dropout (training only), and a bias-free linear
-    layer `w` [C, num_classes]: [N, H, W, C] -> logits [N, num_classes]."""
+    layer `w` [C, num_classes]: [N, H, W, C] -> logits [N, num_classes].
+    Computes in float32 whatever the policy (float32 logits under mixed
+    precision)."""
 
     def __init__(self, num_classes=10, keep_prob=1.0, data_format="NHWC",
                  name="fc", seed=None, **kwargs):
@@ -344,14 +367,15 @@ class Classifier(keras.layers.Layer):
         self.keep_prob = keep_prob
         self.data_format = data_format
         self.dropout = keras.layers.Dropout(1.0 - keep_prob, seed=seed,
-                                            name="dropout")
+                                            name="dropout", dtype="float32")
 
     def build(self, input_shape):
         c = int(input_shape[channel_axis(self.data_format)])
         self.w = self.add_weight(name="w", shape=(c, self.num_classes),
-                                 initializer=TF1HeNormal())
+                                 initializer=TF1HeNormal(), autocast=False)
 
     def call(self, x, training=False):
+        x = tf.cast(x, tf.float32)
         x = tf.reduce_mean(x, axis=spatial_axes(self.data_format))
         if training and self.keep_prob < 1.0:
             x = self.dropout(x, training=True)
@@ -418,18 +442,21 @@ class RowBatchNorm(keras.layers.Layer):
     def build(self, input_shape):
         c = int(input_shape[channel_axis(self.data_format)])
         self.offset = self.add_weight(name="offset", shape=(self.num_rows, c),
-                                      initializer=keras.initializers.Zeros())
+                                      initializer=keras.initializers.Zeros(),
+                                      autocast=False)
         self.scale = self.add_weight(name="scale", shape=(self.num_rows, c),
-                                     initializer=keras.initializers.Ones())
+                                     initializer=keras.initializers.Ones(),
+                                     autocast=False)
 
     def call(self, x, row):
         """x: [N, H, W, C]; row: int scalar (Python or int32 tensor)."""
+        x, dtype = _to_float32(x)
         scale = tf.convert_to_tensor(self.scale)[row]
         offset = tf.convert_to_tensor(self.offset)[row]
         y, _, _ = tf.compat.v1.nn.fused_batch_norm(
             x, scale, offset, epsilon=self.epsilon,
             data_format=self.data_format, is_training=True)
-        return y
+        return tf.cast(y, dtype)
 
 
 class RowSepConvBN(keras.layers.Layer):
@@ -492,11 +519,13 @@ def drop_path(x, keep_prob, seed):
     """Zeroes whole examples with probability 1 - keep_prob and divides the
     rest by keep_prob (the reference's `drop_path`: floor(keep_prob + u),
     u uniform in [0, 1) per example). keep_prob: float or float32 scalar
-    tensor; seed: a keras SeedGenerator."""
-    keep_prob = tf.cast(keep_prob, x.dtype)
+    tensor; seed: a keras SeedGenerator. The mask is drawn in float32 (the
+    same draws under mixed precision) and applied in x's dtype."""
+    keep_prob = tf.cast(keep_prob, tf.float32)
     noise_shape = tf.stack([tf.shape(x)[0], 1, 1, 1])
-    mask = tf.floor(keep_prob + keras.random.uniform(noise_shape, seed=seed))
-    return x / keep_prob * mask
+    mask = tf.floor(keep_prob + keras.random.uniform(
+        noise_shape, dtype="float32", seed=seed))
+    return x / tf.cast(keep_prob, x.dtype) * tf.cast(mask, x.dtype)
 
 
 class AuxHead(keras.layers.Layer):

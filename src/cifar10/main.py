@@ -255,7 +255,7 @@ def train(cfg):
     import numpy as np
     import tensorflow as tf
 
-    from src import run_log
+    from src import precision, run_log
     from src.checkpoints import RunCheckpoint
     from src.cifar10 import data as cifar_data
     from src.cifar10.child_trainer import ChildTrainer
@@ -276,6 +276,7 @@ def train(cfg):
     if hasattr(cfg.child, "num_train_steps"):  # drop-path's progress
         cfg.child.num_train_steps = cfg.num_epochs * num_train_batches
 
+    precision.set_mixed_precision(cfg.mixed_precision)
     print("-" * 80)
     print("Build model child")
     if cfg.search_for == "micro":
@@ -286,10 +287,15 @@ def train(cfg):
     search = None
     if cfg.searching:
         from src.cifar10.search import ArchitectureSearch
-        search = ArchitectureSearch(
-            cfg, child, data, reward_training_mode=cfg.eval_training_mode)
+        with precision.float32_policy():  # controllers stay float32
+            search = ArchitectureSearch(
+                cfg, child, data,
+                reward_training_mode=cfg.eval_training_mode)
     trainer = ChildTrainer(child, cfg.train,
-                           jit_compile=cfg.jit_compile == "true",
+                           jit_compile=precision.resolve_jit_compile(
+                               cfg.jit_compile, cfg.searching,
+                               cfg.search_for),
+                           mixed_precision=cfg.mixed_precision,
                            arc_fn=search.sample_arc if search else None,
                            eval_training_mode=cfg.eval_training_mode,
                            train_aux_head=cfg.train_aux_head)

@@ -199,7 +199,7 @@ def train(cfg):
     import numpy as np
     import tensorflow as tf
 
-    from src import run_log
+    from src import precision, run_log
     from src.checkpoints import RunCheckpoint
     from src.interrupts import StopRequest
     from src.nan_guard import NanGuard
@@ -230,6 +230,7 @@ def train(cfg):
     cfg.train.lr.lr_dec_start = cfg.lr_dec_start_epochs * num_train_batches
     cfg.train.lr.lr_dec_every = cfg.lr_dec_every_epochs * num_train_batches
 
+    precision.set_mixed_precision(cfg.mixed_precision)
     print("-" * 80)
     print("Build model ptb_enas_model")
     child = PtbChild(cfg.child)
@@ -241,11 +242,13 @@ def train(cfg):
         def trainer_arc_fn():
             return search.sample_arc()
     trainer = PtbTrainer(child, cfg.train, arc_fn=trainer_arc_fn,
-                         jit_compile={"auto": None, "true": True,
-                                      "false": False}[cfg.jit_compile])
+                         jit_compile=precision.resolve_jit_compile(
+                             cfg.jit_compile, cfg.searching, "ptb"),
+                         mixed_precision=cfg.mixed_precision)
     if cfg.searching:
         from src.ptb.search import PtbSearch
-        search = PtbSearch(cfg, trainer, valid_rows)
+        with precision.float32_policy():  # controllers stay float32
+            search = PtbSearch(cfg, trainer, valid_rows)
     print("-" * 80)
     print("Model has {} parameters".format(
         sum(int(np.prod(v.shape)) for v in trainer.variables)))

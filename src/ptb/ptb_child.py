@@ -52,6 +52,12 @@ and its moving statistics get the T sequential updates in closed form
 after the loop.
 
 Shapes are batch-major: tokens [N, T] int32, states [L, N, H] float32.
+
+Mixed precision (`src.precision`): under the mixed_float16 policy the
+recurrence computes in float16; the batch norms compute in float32 (input
+cast up, variables never autocast, output cast back), the carried state
+comes back as float32, and `logits` / `token_nll` are float32 (the tied
+embedding read as float32).
 """
 
 import dataclasses
@@ -222,34 +228,41 @@ class PtbBatchNorm(keras.layers.Layer):
     def build(self, input_shape=None):
         c = self.num_channels
         zeros, ones = keras.initializers.Zeros(), keras.initializers.Ones()
+        # Never autocast: batch norm computes in float32.
         self.offset = self.add_weight(name="offset", shape=(c,),
-                                      initializer=zeros)
+                                      initializer=zeros, autocast=False)
         self.scale = self.add_weight(name="scale", shape=(c,),
-                                     initializer=ones)
+                                     initializer=ones, autocast=False)
         self.moving_mean = self.add_weight(
             name="moving_mean", shape=(c,), initializer=zeros,
-            trainable=False)
+            trainable=False, autocast=False)
         self.moving_variance = self.add_weight(
             name="moving_variance", shape=(c,), initializer=ones,
-            trainable=False)
+            trainable=False, autocast=False)
         self._debias = {}
         for stat in ("moving_mean", "moving_variance"):
             self._debias[stat] = (
                 self.add_weight(name=stat + "_biased", shape=(c,),
-                                initializer=zeros, trainable=False),
+                                initializer=zeros, trainable=False,
+                                autocast=False),
                 self.add_weight(name=stat + "_local_step", shape=(),
-                                initializer=zeros, trainable=False))
+                                initializer=zeros, trainable=False,
+                                autocast=False))
         self.built = True
 
     def normalize(self, x, training):
-        """Training: (y, batch mean, batch variance); inference: y."""
+        """Training: (y, batch mean, batch variance); inference: y. Computed
+        in float32; y has x's dtype, the moments are float32."""
+        dtype = x.dtype
+        x = tf.cast(x, tf.float32)
         if training:
             mean, variance = tf.nn.moments(x, [0])
             y = (self.scale * (x - mean) / tf.sqrt(self.epsilon + variance)
                  + self.offset)
-            return y, mean, variance
-        return (self.scale * (x - self.moving_mean)
-                / tf.sqrt(self.epsilon + self.moving_variance) + self.offset)
+            return tf.cast(y, dtype), mean, variance
+        return tf.cast(self.scale * (x - self.moving_mean)
+                       / tf.sqrt(self.epsilon + self.moving_variance)
+                       + self.offset, dtype)
 
     def _one_minus_decay(self):
         # TF1 converts 1 - decay to float32 first, then uses 1 - that.
@@ -536,6 +549,7 @@ class PtbChild(keras.layers.Layer):
                     p = tf.gather(tf.stack(nodes), prevs[i])
                 nodes.append(node(i, p, tf.matmul(masked(p), w_nodes[i - 1])))
             stacked = tf.stack(nodes)
+            loose = tf.cast(loose, stacked.dtype)
             out = (tf.reduce_sum(stacked * loose[:, None, None], axis=0)
                    / tf.reduce_sum(loose))
         if bn:
@@ -588,7 +602,7 @@ class PtbChild(keras.layers.Layer):
             xw_tm = tf.transpose(xw, [1, 0, 2])
             in_tm = tf.transpose(inputs, [1, 0, 2]) if cfg.l_skip else None
             num_bn = cfg.rhn_depth + 1 if collect else 0
-            out_ta = tf.TensorArray(tf.float32, size=steps,
+            out_ta = tf.TensorArray(s0.dtype, size=steps,
                                     element_shape=s0.shape)
             stat_tas = [tf.TensorArray(tf.float32, size=steps)
                         for _ in range(2 * num_bn)]
@@ -634,12 +648,19 @@ class PtbChild(keras.layers.Layer):
         hs = [n, cfg.hidden_size]
         seed = self.dropout_seed
 
-        def mask(shape, keep):
-            return None if keep >= 1.0 else variational_mask(shape, keep, seed)
+        dtype = self.compute_dtype
 
-        e_mask = mask(shape, cfg.e_keep)
-        if e_mask is not None:
-            e_mask = embedding_mask(tokens, e_mask)
+        def mask(shape, keep):
+            # Drawn in float32 (the same draws under mixed precision),
+            # applied in the compute dtype.
+            if keep >= 1.0:
+                return None
+            return tf.cast(variational_mask(shape, keep, seed), dtype)
+
+        e_mask = None
+        if cfg.e_keep < 1.0:
+            e_mask = tf.cast(embedding_mask(
+                tokens, variational_mask(shape, cfg.e_keep, seed)), dtype)
         layer_masks = [(mask(hs, cfg.x_keep), mask(hs, cfg.h_keep))
                        for _ in range(cfg.num_layers)]
         return e_mask, layer_masks, mask(hs, cfg.o_keep)
@@ -649,7 +670,8 @@ class PtbChild(keras.layers.Layer):
         tokens = tf.convert_to_tensor(tokens)
         if tokens.dtype != tf.int32:
             tokens = tf.cast(tokens, tf.int32)
-        state = tf.convert_to_tensor(state, tf.float32)
+        # Keras has already cast a float state to the compute dtype.
+        state = tf.cast(state, self.compute_dtype)
         plan = self._plan_arc(arc)
         e_mask, layer_masks, o_mask = self._masks(tokens, training)
         x = tf.gather(self.w_emb, tokens)
@@ -662,11 +684,15 @@ class PtbChild(keras.layers.Layer):
             next_state.append(last)
         if o_mask is not None:
             x = x * o_mask[:, None, :]
-        return x, tf.stack(next_state)
+        # The carried state stays float32 between windows.
+        return x, tf.cast(tf.stack(next_state), tf.float32)
 
     def logits(self, outputs):
-        """outputs [N, T, H] @ w_emb^T -> [N, T, V] (tied weights)."""
-        return tf.einsum("nth,vh->ntv", outputs, self.w_emb)
+        """outputs [N, T, H] @ w_emb^T -> [N, T, V] (tied weights), in
+        float32 (call it outside the child's call, where the embedding
+        reads as float32)."""
+        return tf.einsum("nth,vh->ntv", tf.cast(outputs, tf.float32),
+                         tf.cast(self.w_emb, tf.float32))
 
     def token_nll(self, tokens, labels, state, arc=None, training=False):
         """(nll [N, T] of each label, outputs, next_state)."""

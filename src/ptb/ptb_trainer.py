@@ -22,7 +22,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from src import schedules
+from src import precision, schedules
 from src.ptb import data as ptb_data
 from src.ptb.ptb_child import BakedArc
 from src.train_ops import TrainConfig, clip_gradients, l2_loss, make_optimizer
@@ -79,9 +79,15 @@ class PtbTrainer:
     (the controller's sample), called inside the traced training step (a new
     arc every step, as the reference's graph samples one per session run)
     and once per window by `evaluate`.
-    jit_compile: compile the training step with XLA (default: for a fixed
-    arc only). The evaluation and reward passes run without XLA (their
-    window length varies).
+    jit_compile: compile the training step with XLA (default None: for a
+    fixed arc only, `precision.resolve_jit_compile`'s auto). The evaluation
+    and reward passes run without XLA (their window length varies).
+    mixed_precision: the child was built under the mixed_float16 policy
+    (`precision.set_mixed_precision`): the loss is scaled
+    (`precision.DynamicLossScale`, in `checkpoint_objects()`) and
+    `train_step` also returns `loss_scale` (the scale this step used) and
+    `skipped` (its scaled gradients were not finite: no weight and no moving
+    average changed, the scale halved; `grad_norm` is then not finite).
 
     Moving average (cfg.moving_average = d): the reference wraps its
     optimiser in TF1's `MovingAverageOptimizer`, i.e. an
@@ -97,10 +103,14 @@ class PtbTrainer:
     (`averaged_weights()`).
     """
 
-    def __init__(self, child, cfg, arc_fn=None, jit_compile=None):
+    def __init__(self, child, cfg, arc_fn=None, jit_compile=None,
+                 mixed_precision=False):
         self.child = child
         self.cfg = cfg
         self.arc_fn = arc_fn
+        self.loss_scale = (precision.DynamicLossScale() if mixed_precision
+                           else None)
+        precision.check_loss_scaling(child, mixed_precision)
         if child.searching and arc_fn is None:
             raise ValueError("a search-mode child needs arc_fn (the "
                              "controller's sampler)")
@@ -120,7 +130,8 @@ class PtbTrainer:
         if jit_compile is None:
             # XLA halves the fixed child's step on CPU; with a traced arc
             # (search) it is many times slower, so it is off there.
-            jit_compile = not child.searching
+            jit_compile = precision.resolve_jit_compile(
+                "auto", child.searching, "ptb")
         self.jit_compile = jit_compile
         self.train_step = tf.function(self._train_step,
                                       input_signature=window,
@@ -163,6 +174,8 @@ class PtbTrainer:
         with tf.GradientTape() as tape:
             nll, outputs, next_state = child.token_nll(
                 x, y, state, arc=arc, training=True)
+            # The regularisers in float32 (sums of squares overflow float16).
+            outputs = precision.float32(outputs)
             loss = tf.reduce_sum(nll) / batch
             objective = loss
             if cfg.rnn_l2_reg is not None:
@@ -174,19 +187,50 @@ class PtbTrainer:
                 objective += cfg.rnn_slowness_reg * diff / batch
             if cfg.l2_reg > 0:
                 objective += cfg.l2_reg * l2_loss(self.variables)
-        grads = tape.gradient(objective, self.variables)
+        if self.loss_scale is None:
+            grads = tape.gradient(objective, self.variables)
+        else:
+            scale = tf.identity(self.loss_scale.scale)
+            grads, finite = self.loss_scale.gradients(tape, objective,
+                                                      self.variables)
         grad_norm = tf.linalg.global_norm(grads)
         grads = clip_gradients(grads, cfg.clip_mode, cfg.grad_bound)
         lr = schedules.learning_rate(self.optimizer.iterations, cfg.lr)
-        self.optimizer.apply_gradients(zip(grads, self.variables))
+
+        def update():
+            self.optimizer.apply_gradients(zip(grads, self.variables))
+            if self.shadows is not None:
+                c = tf.constant(1.0 - cfg.moving_average, tf.float32)
+                for shadow, v in zip(self.shadows, self.variables):
+                    shadow.assign(shadow - (shadow - v) * c)
+
+        if self.loss_scale is None:
+            # A non-finite loss or gradient never reaches the weights; the
+            # step counter still moves (the entry point stops or skips).
+            finite = tf.logical_and(tf.math.is_finite(loss),
+                                    tf.math.is_finite(grad_norm))
+
+            def apply():
+                update()
+                return tf.constant(True)
+
+            def skip():
+                self.optimizer.iterations.assign_add(1)
+                return tf.constant(False)
+
+            tf.cond(finite, apply, skip)
+        else:
+            skipped = self.loss_scale.apply_if_finite(finite, update,
+                                                      self.optimizer)
         for v, s in zip(child.train_states, tf.unstack(next_state)):
-            v.assign(tf.stop_gradient(s))
-        if self.shadows is not None:
-            c = tf.constant(1.0 - cfg.moving_average, tf.float32)
-            for shadow, v in zip(self.shadows, self.variables):
-                shadow.assign(shadow - (shadow - v) * c)
+            # The carried state keeps its last finite value.
+            v.assign(tf.where(tf.math.is_finite(loss),
+                              tf.stop_gradient(s), v))
         out = {"loss": loss, "lr": lr, "grad_norm": grad_norm,
                "train_ppl": tf.exp(tf.reduce_mean(nll))}
+        if self.loss_scale is not None:
+            out["loss_scale"] = scale
+            out["skipped"] = skipped
         if arc is not None and not isinstance(arc, BakedArc):
             out["arc"] = arc
         return out
@@ -214,6 +258,8 @@ class PtbTrainer:
         for an exact resume: the optimiser (its iteration count is the
         global step) and the moving-average shadows."""
         objects = {"optimizer": self.optimizer}
+        if self.loss_scale is not None:
+            objects["loss_scale"] = self.loss_scale
         if self.shadows is not None:
             objects["moving_average"] = {
                 v.path: s for v, s in zip(self.variables, self.shadows)}
