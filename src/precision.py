@@ -36,8 +36,9 @@ MIXED_POLICY = "mixed_float16"
 # after 5 warm-up steps; BUILD.md). XLA / plain seconds per step:
 # ptb_fixed_cpu 0.54 (0.034 / 0.062), macro_fixed_cpu 1.2-1.26 (0.093 /
 # 0.074), micro_fixed_cpu 7.2-7.3 (1.23 / 0.17), macro_search_cpu 8.9
-# (0.56 / 0.063), ptb_search_cpu 93 (18 / 0.19). Micro search: off, as
-# every other search and the fixed micro child.
+# (0.56 / 0.063), ptb_search_cpu 93 (18 / 0.19). The micro search step
+# (and the per-channel macro one) cannot be compiled at all
+# (`xla_unsupported`).
 AUTO_JIT_COMPILE = {
     ("macro", False): False,
     ("macro", True): False,
@@ -77,6 +78,12 @@ def policy_scope(name):
         keras.mixed_precision.set_global_policy(previous)
 
 
+def mixed_precision_scope(enabled):
+    """`set_mixed_precision(enabled)` for the duration of a block (a run's
+    `train()`), the previous policy restored afterwards."""
+    return policy_scope(MIXED_POLICY if enabled else "float32")
+
+
 def float32_policy():
     """`policy_scope("float32")`: build the controllers (and their
     REINFORCE trainers) inside it so that they compute in float32 under a
@@ -89,32 +96,55 @@ def float32(x):
     return tf.cast(x, tf.float32)
 
 
-def resolve_jit_compile(flag_value, searching, space):
+def xla_unsupported(searching, space, whole_channels=True):
+    """Why XLA cannot compile this training step, or None. The micro search
+    child's final_conv and the per-channel macro search child's branches
+    have a data-dependent number of channels (dynamic convolution kernels,
+    which XLA rejects)."""
+    if searching and space == "micro":
+        return ("the micro search step cannot be compiled with XLA (its "
+                "final_conv mixes an arc-dependent number of nodes)")
+    if searching and space == "macro" and not whole_channels:
+        return ("the per-channel macro search step cannot be compiled with "
+                "XLA (its branches have arc-dependent channel counts)")
+    return None
+
+
+def resolve_jit_compile(flag_value, searching, space, whole_channels=True):
     """The `--jit_compile` flag's value -> whether to compile the training
-    step with XLA.
+    step with XLA (a bool).
 
     flag_value: "auto", "true", "false" (or a bool; None means auto);
     searching: whether the child's arc is sampled (search mode);
-    space: "macro", "micro" or "ptb".
+    space: "macro", "micro" or "ptb"; whole_channels: the macro search
+    child's mode.
     auto: the faster choice measured for that space and mode
-    (AUTO_JIT_COMPILE).
+    (AUTO_JIT_COMPILE). "true" where XLA cannot compile the step
+    (`xla_unsupported`) is a UserError.
     """
-    if isinstance(flag_value, bool):
-        return flag_value
-    if flag_value is None:
-        flag_value = "auto"
-    value = str(flag_value).strip().lower()
-    if value in ("true", "1", "yes"):
-        return True
-    if value in ("false", "0", "no"):
-        return False
-    if value != "auto":
-        raise ValueError("--jit_compile={!r}: use auto, true or false"
-                         .format(flag_value))
+    from src.errors import UserError
+
     if space not in SPACES:
         raise ValueError("unknown search space {!r}: use one of {}".format(
             space, ", ".join(SPACES)))
-    return AUTO_JIT_COMPILE[(space, bool(searching))]
+    if flag_value is None:
+        flag_value = "auto"
+    if isinstance(flag_value, bool):
+        value = "true" if flag_value else "false"
+    else:
+        value = str(flag_value).strip().lower()
+    if value == "auto":
+        return AUTO_JIT_COMPILE[(space, bool(searching))]
+    if value == "false":
+        return False
+    if value != "true":
+        raise UserError("--jit_compile={!r} is unknown: use auto, true or "
+                        "false".format(flag_value))
+    problem = xla_unsupported(searching, space, whole_channels)
+    if problem:
+        raise UserError("--jit_compile=true: {}; use --jit_compile=auto or "
+                        "false".format(problem))
+    return True
 
 
 # ------------------------------------------------------------ loss scaling

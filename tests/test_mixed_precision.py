@@ -20,6 +20,7 @@ from src.cifar10.child_trainer import ChildTrainer
 from src.cifar10.image_ops import BatchNorm, MaskedBatchNorm, RowBatchNorm
 from src.cifar10.macro_child import MacroChild, MacroConfig
 from src.cifar10.micro_child import MicroChild, MicroConfig
+from src.errors import UserError
 from src.ptb.arcs import PtbArc
 from src.ptb.ptb_child import PtbBatchNorm, PtbChild, PtbChildConfig
 from src.ptb.ptb_trainer import PtbTrainConfig, PtbTrainer
@@ -328,6 +329,12 @@ def test_controllers_stay_float32_under_a_mixed_run(restore_policy):
     assert unscoped.log_prob(sample["arc"])["log_prob"].dtype == tf.float32
     precision.set_mixed_precision(False)
     assert keras.mixed_precision.global_policy().name == "float32"
+    with precision.mixed_precision_scope(True):
+        assert precision.mixed_precision_enabled()
+        with precision.float32_policy():
+            assert not precision.mixed_precision_enabled()
+        assert precision.mixed_precision_enabled()
+    assert not precision.mixed_precision_enabled()
 
 
 # ------------------------------------------------------------------ XLA
@@ -339,18 +346,28 @@ def test_resolve_jit_compile():
                 got = precision.resolve_jit_compile(value, searching, space)
                 assert isinstance(got, bool)
                 assert got == precision.AUTO_JIT_COMPILE[(space, searching)]
-            assert precision.resolve_jit_compile("true", searching,
-                                                 space) is True
-            assert precision.resolve_jit_compile("false", searching,
-                                                 space) is False
-            assert precision.resolve_jit_compile(True, searching,
-                                                 space) is True
-    assert precision.resolve_jit_compile("auto", False, "ptb") is True
-    assert precision.resolve_jit_compile("auto", True, "ptb") is False
-    with pytest.raises(ValueError):
+            for value in ("false", False):
+                assert precision.resolve_jit_compile(value, searching,
+                                                     space) is False
+            if (space, searching) != ("micro", True):
+                for value in ("true", True):
+                    assert precision.resolve_jit_compile(value, searching,
+                                                         space) is True
+    # auto: the measured choice (XLA only for the fixed PTB cell).
+    assert [key for key, on in precision.AUTO_JIT_COMPILE.items() if on] \
+        == [("ptb", False)]
+    with pytest.raises(UserError, match="unknown"):
         precision.resolve_jit_compile("maybe", False, "macro")
     with pytest.raises(ValueError):
         precision.resolve_jit_compile("auto", False, "resnet")
+    # Steps XLA cannot compile (dynamic convolution kernels).
+    with pytest.raises(UserError, match="micro search"):
+        precision.resolve_jit_compile("true", True, "micro")
+    with pytest.raises(UserError, match="per-channel"):
+        precision.resolve_jit_compile("true", True, "macro",
+                                      whole_channels=False)
+    assert precision.resolve_jit_compile("auto", True, "macro",
+                                         whole_channels=False) is False
 
 
 @pytest.mark.parametrize("kind", ["macro_fixed", "ptb_fixed"])

@@ -248,6 +248,14 @@ def _import_reference(path, trainer, search):
 
 
 def train(cfg):
+    """Runs `_train(cfg)` under the run's dtype policy (mixed_float16 with
+    --mixed_precision), restoring the previous policy afterwards."""
+    from src import precision
+    with precision.mixed_precision_scope(cfg.mixed_precision):
+        return _train(cfg)
+
+
+def _train(cfg):
     """The reference's `train()` loop: child epochs, then (when searching)
     the controller's training and its 10 sample architectures, then the
     evaluations, then a checkpoint."""
@@ -276,7 +284,6 @@ def train(cfg):
     if hasattr(cfg.child, "num_train_steps"):  # drop-path's progress
         cfg.child.num_train_steps = cfg.num_epochs * num_train_batches
 
-    precision.set_mixed_precision(cfg.mixed_precision)
     print("-" * 80)
     print("Build model child")
     if cfg.search_for == "micro":
@@ -294,7 +301,9 @@ def train(cfg):
     trainer = ChildTrainer(child, cfg.train,
                            jit_compile=precision.resolve_jit_compile(
                                cfg.jit_compile, cfg.searching,
-                               cfg.search_for),
+                               cfg.search_for,
+                               whole_channels=getattr(
+                                   cfg.child, "whole_channels", True)),
                            mixed_precision=cfg.mixed_precision,
                            arc_fn=search.sample_arc if search else None,
                            eval_training_mode=cfg.eval_training_mode,
@@ -304,7 +313,7 @@ def train(cfg):
         sum(int(np.prod(v.shape)) for v in trainer.variables)))
 
     models = {"child": child}
-    objects = {"optimizer": trainer.optimizer}
+    objects = dict(trainer.checkpoint_objects())
     if search:
         models["controller"] = search.controller
         objects.update(search.checkpoint_objects())
@@ -336,8 +345,7 @@ def train(cfg):
                 out = {k: v.numpy() for k, v in
                        trainer.train_step(images, labels).items()}
                 step += 1
-                if stop_on_nan({"loss": out["loss"],
-                                "gradient norm": out["grad_norm"]}, "child",
+                if stop_on_nan(precision.values_to_check(out), "child",
                                out.get("arc")):
                     return 1
                 if step % cfg.log_every == 0:

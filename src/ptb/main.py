@@ -190,6 +190,14 @@ def _import_reference(path, trainer, search):
 
 
 def train(cfg):
+    """Runs `_train(cfg)` under the run's dtype policy (mixed_float16 with
+    --mixed_precision), restoring the previous policy afterwards."""
+    from src import precision
+    with precision.mixed_precision_scope(cfg.mixed_precision):
+        return _train(cfg)
+
+
+def _train(cfg):
     """The reference's `train()` loop: child steps with its log line, and
     every `--eval_every_epochs` epochs the controller's training and its 10
     sample architectures (when searching), the validation perplexity, the
@@ -230,7 +238,6 @@ def train(cfg):
     cfg.train.lr.lr_dec_start = cfg.lr_dec_start_epochs * num_train_batches
     cfg.train.lr.lr_dec_every = cfg.lr_dec_every_epochs * num_train_batches
 
-    precision.set_mixed_precision(cfg.mixed_precision)
     print("-" * 80)
     print("Build model ptb_enas_model")
     child = PtbChild(cfg.child)
@@ -311,8 +318,7 @@ def train(cfg):
             num_batches += 1
             total_tr_ppl += out["loss"] / cfg.bptt_steps
             epoch = step // num_train_batches
-            if stop_on_nan({"loss": out["loss"],
-                            "gradient norm": out["grad_norm"]}, "child",
+            if stop_on_nan(precision.values_to_check(out), "child",
                            out.get("arc")):
                 return 1
             if step % cfg.log_every == 0:
