@@ -42,3 +42,15 @@ def define_shared_port_flags(d):
       "the step, the arc and the last good checkpoint) or skip_arc (drop "
       "that update, log it and go on).",
       enum_values=["stop", "skip_arc"])
+    d("enum", "distribution_strategy", "default",
+      "(port) tf.distribute strategy of the child's training step: default "
+      "(one device), mirrored (every local GPU, or every logical CPU "
+      "device), multi_worker_mirrored (the workers of TF_CONFIG). Each step "
+      "splits its batch over the replicas, all running the same arc; batch "
+      "norm uses the whole batch's moments; the controller trains on the "
+      "chief.",
+      enum_values=["default", "mirrored", "multi_worker_mirrored"])
+    d("integer", "num_cpu_devices", 0,
+      "(port) Split the CPU into this many logical devices (0: as found), "
+      "so --distribution_strategy=mirrored runs several replicas without a "
+      "GPU (for testing; it adds no compute).", lower_bound=0)

@@ -268,14 +268,26 @@ def apply_scaled_train_step(tape, loss, variables, optimizer, cfg,
     of the unscaled gradients, clips them and applies them unless one is
     not finite. Call with the tape still recording. Returns (learning rate,
     gradient norm before clipping, skipped)."""
-    from src import schedules
-    from src.train_ops import clip_gradients, l2_loss
+    from src.train_ops import l2_loss
 
     with tape:
         total = float32(loss)
         if cfg.l2_reg > 0:
             total = total + cfg.l2_reg * l2_loss(variables)
     grads, finite = loss_scale.gradients(tape, total, variables)
+    return apply_unscaled_gradients(grads, finite, variables, optimizer, cfg,
+                                    loss_scale)
+
+
+def apply_unscaled_gradients(grads, finite, variables, optimizer, cfg,
+                             loss_scale):
+    """The update from unscaled gradients (`finite`: whether all were):
+    global norm, clipping, this step's learning rate, the update or the
+    skip, and the scale's change. Returns (learning rate, gradient norm
+    before clipping, skipped)."""
+    from src import schedules
+    from src.train_ops import clip_gradients
+
     grad_norm = tf.linalg.global_norm(grads)
     grads = clip_gradients(grads, cfg.clip_mode, cfg.grad_bound)
     lr = schedules.learning_rate(optimizer.iterations, cfg.lr)

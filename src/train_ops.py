@@ -124,7 +124,15 @@ def apply_train_step(tape, loss, variables, optimizer, cfg):
         total = loss
         if cfg.l2_reg > 0:
             total = loss + cfg.l2_reg * l2_loss(variables)
-    grads = tape.gradient(total, variables)
+    return apply_gradients(tape.gradient(total, variables), variables,
+                           optimizer, cfg, loss)
+
+
+def apply_gradients(grads, variables, optimizer, cfg, loss):
+    """The update from the full objective's gradients: global norm,
+    clipping, the learning rate of this step, and the update unless the
+    loss or the norm is not finite. Returns (learning rate, global gradient
+    norm before clipping)."""
     grad_norm = tf.linalg.global_norm(grads)
     grads = clip_gradients(grads, cfg.clip_mode, cfg.grad_bound)
     lr = schedules.learning_rate(optimizer.iterations, cfg.lr)

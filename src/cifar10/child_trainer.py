@@ -11,8 +11,10 @@ import inspect
 import numpy as np
 import tensorflow as tf
 
-from src import precision, schedules
-from src.train_ops import apply_train_step, make_optimizer
+from src import distribute, precision, schedules
+from src.errors import UserError
+from src.train_ops import (apply_gradients, apply_train_step, l2_loss,
+                           make_optimizer)
 
 IMAGE_SPEC = tf.TensorSpec([None, 32, 32, 3], tf.float32, name="images")
 LABEL_SPEC = tf.TensorSpec([None], tf.int32, name="labels")
@@ -57,11 +59,23 @@ class ChildTrainer:
     `train_step` also returns `loss_scale` (the scale this step used) and
     `skipped` (its scaled gradients were not finite: no weight changed, the
     scale halved; `grad_norm` is then not finite either).
+
+    strategy: a tf.distribute strategy (None: TensorFlow's default, the
+    single-device step). With one, build the child and the trainer under
+    `strategy.scope()`; each training step splits its batch over the
+    replicas as `src.distribute` describes (the same arc on every replica,
+    gradients summed, one update). Evaluation runs on whole batches in the
+    cross-replica context. XLA is not available with a strategy.
     """
 
     def __init__(self, child, train_cfg, jit_compile=False, arc_fn=None,
                  eval_training_mode=False, train_aux_head=False,
-                 mixed_precision=False):
+                 mixed_precision=False, strategy=None):
+        if strategy is not None and jit_compile:
+            raise UserError("--jit_compile=true does not combine with "
+                            "--distribution_strategy: use --jit_compile=auto "
+                            "or false")
+        self.strategy = strategy
         self.child = child
         self.cfg = train_cfg
         self.arc_fn = arc_fn
@@ -81,7 +95,9 @@ class ChildTrainer:
             self.variables = list(child.trainable_variables)
         self.optimizer.build(self.variables)
         self.train_step = tf.function(
-            self._train_step, input_signature=[IMAGE_SPEC, LABEL_SPEC],
+            self._train_step if strategy is None
+            else self._distributed_train_step,
+            input_signature=[IMAGE_SPEC, LABEL_SPEC],
             jit_compile=jit_compile)
         self.eval_step = tf.function(
             self._eval_step, input_signature=[IMAGE_SPEC, LABEL_SPEC],
@@ -100,9 +116,11 @@ class ChildTrainer:
             objects["loss_scale"] = self.loss_scale
         return objects
 
-    def _forward(self, images, training):
+    def _forward(self, images, training, arc=None):
         kwargs = {}
-        if self.arc_fn is not None:
+        if arc is not None:
+            kwargs["arc"] = arc
+        elif self.arc_fn is not None:
             kwargs["arc"] = self.arc_fn()
         if self._pass_step:
             kwargs["step"] = self.optimizer.iterations
@@ -128,6 +146,76 @@ class ChildTrainer:
         return {"loss": loss, "lr": lr, "grad_norm": grad_norm,
                 "train_acc": num_correct(logits, labels),
                 "loss_scale": scale, "skipped": skipped}
+
+    def _distributed_train_step(self, images, labels):
+        """`_train_step` under `self.strategy`: the arc sampled once, each
+        replica's gradients of its share of the global objective summed,
+        then norm, clipping and the update once (cross-replica)."""
+        arc = self.arc_fn() if self.arc_fn is not None else None
+        none_grads = []  # which variables get no gradient (static)
+        # (none_grads reaches the replicas by closure: strategy.run would
+        # copy it as an argument.)
+        per_replica = self.strategy.run(
+            lambda x, y, a: self._replica_gradients(x, y, a, none_grads),
+            args=(images, labels, arc))
+
+        def total(value):
+            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, value,
+                                        axis=None)
+
+        grads_in, loss, correct = per_replica
+        grads_in = iter([total(g) for g in grads_in])
+        grads = [None if i in none_grads else next(grads_in)
+                 for i in range(len(self.variables))]
+        loss, correct = total(loss), total(correct)
+        out = {"loss": loss, "train_acc": correct}
+        if self.loss_scale is None:
+            out["lr"], out["grad_norm"] = apply_gradients(
+                grads, self.variables, self.optimizer, self.cfg, loss)
+        else:
+            out["loss_scale"] = tf.identity(self.loss_scale.scale)
+            grads, finite = self.loss_scale.unscale(grads)
+            out["lr"], out["grad_norm"], out["skipped"] = \
+                precision.apply_unscaled_gradients(
+                    grads, finite, self.variables, self.optimizer, self.cfg,
+                    self.loss_scale)
+        return out
+
+    def _replica_gradients(self, images, labels, arc, none_grads):
+        """One replica's part of a step: its rows of the batch, the
+        gradients of its share of the global objective (summed loss over
+        the global batch size, 1 / replicas of the L2 term; scaled under
+        mixed precision). Returns (gradients that are not None, its share
+        of the mean loss, its correct count); records in `none_grads` the
+        indices of variables without a gradient."""
+        images = distribute.replica_rows(images)
+        labels = distribute.replica_rows(labels)
+        global_n = tf.cast(distribute.global_sum(tf.shape(labels)[0]),
+                           tf.float32)
+
+        def share(logits):
+            return tf.reduce_sum(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels=labels,
+                    logits=precision.float32(logits))) / global_n
+
+        with tf.GradientTape() as tape:
+            out = self._forward(images, training=True, arc=arc)
+            logits, aux_logits = out if isinstance(out, tuple) else (out, None)
+            loss = share(logits)
+            objective = loss
+            if aux_logits is not None:
+                objective = loss + 0.4 * share(aux_logits)
+            if self.cfg.l2_reg > 0:
+                objective = objective + (
+                    self.cfg.l2_reg * l2_loss(self.variables)
+                    / float(distribute.num_replicas()))
+            if self.loss_scale is not None:
+                objective = self.loss_scale.scale_loss(objective)
+        grads = tape.gradient(objective, self.variables)
+        none_grads[:] = [i for i, g in enumerate(grads) if g is None]
+        return ([g for g in grads if g is not None], loss,
+                num_correct(logits, labels))
 
     def logits(self, images):
         """Evaluation logits: inference mode, or training mode when

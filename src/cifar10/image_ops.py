@@ -16,6 +16,7 @@ classifiers' pooling and logits are float32.
 import keras
 import tensorflow as tf
 
+from src import distribute
 from src.common_ops import TF1HeNormal
 
 
@@ -39,12 +40,31 @@ def _add_batch_norm_weights(layer, c):
                                     initializer=zeros, autocast=False)
     layer.scale = layer.add_weight(name="scale", shape=(c,), initializer=ones,
                                    autocast=False)
-    layer.moving_mean = layer.add_weight(
-        name="moving_mean", shape=(c,), initializer=zeros, trainable=False,
-        autocast=False)
-    layer.moving_variance = layer.add_weight(
-        name="moving_variance", shape=(c,), initializer=ones, trainable=False,
-        autocast=False)
+    layer.moving_mean = moving_weight(layer, "moving_mean", (c,), zeros)
+    layer.moving_variance = moving_weight(layer, "moving_variance", (c,),
+                                          ones)
+
+
+def moving_weight(layer, name, shape, initializer):
+    """A non-trainable float32 weight of `layer` that training updates in
+    place (moving statistics and their debiasing state).
+
+    Under a strategy with several replicas it is a sync-on-read variable
+    (each replica updates its own copy without a synchronisation point,
+    which tf.distribute does not allow inside the switch_case of a search
+    child; reads outside a step see the replicas' mean); otherwise exactly
+    `layer.add_weight`."""
+    if not distribute.several_replicas():
+        return layer.add_weight(name=name, shape=shape,
+                                initializer=initializer, trainable=False,
+                                autocast=False)
+    with keras.name_scope(layer.name, caller=layer):
+        variable = keras.Variable(
+            initializer=initializer, shape=shape, dtype="float32",
+            trainable=False, autocast=False, name=name,
+            synchronization="on_read", aggregation="mean")
+    layer._track_variable(variable)  # as add_weight does
+    return variable
 
 
 def _to_float32(x):
@@ -84,12 +104,8 @@ class BatchNorm(keras.layers.Layer):
         self._debias = {}
         for stat in ("moving_mean", "moving_variance"):
             self._debias[stat] = (
-                self.add_weight(name=stat + "_biased", shape=(c,),
-                                initializer=zeros, trainable=False,
-                                autocast=False),
-                self.add_weight(name=stat + "_local_step", shape=(),
-                                initializer=zeros, trainable=False,
-                                autocast=False))
+                moving_weight(self, stat + "_biased", (c,), zeros),
+                moving_weight(self, stat + "_local_step", (), zeros))
 
     def _update_moving(self, stat, value):
         biased, local_step = self._debias[stat]
@@ -104,9 +120,8 @@ class BatchNorm(keras.layers.Layer):
     def call(self, x, training=False):
         x, dtype = _to_float32(x)
         if training:
-            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-                x, self.scale, self.offset, epsilon=self.epsilon,
-                data_format=self.data_format, is_training=True)
+            y, mean, variance = distribute.fused_batch_norm(
+                x, self.scale, self.offset, self.epsilon, self.data_format)
             self._update_moving("moving_mean", mean)
             self._update_moving("moving_variance", variance)
             return tf.cast(y, dtype)
@@ -167,9 +182,8 @@ class MaskedBatchNorm(keras.layers.Layer):
         scale = self._select(self.scale, start, count)
         offset = self._select(self.offset, start, count)
         if training:
-            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-                x, scale, offset, epsilon=self.epsilon,
-                data_format=self.data_format, is_training=True)
+            y, mean, variance = distribute.fused_batch_norm(
+                x, scale, offset, self.epsilon, self.data_format)
             self._update(self.moving_mean, start, count, mean)
             self._update(self.moving_variance, start, count, variance)
             return tf.cast(y, dtype)
@@ -378,7 +392,10 @@ class Classifier(keras.layers.Layer):
         x = tf.cast(x, tf.float32)
         x = tf.reduce_mean(x, axis=spatial_axes(self.data_format))
         if training and self.keep_prob < 1.0:
-            x = self.dropout(x, training=True)
+            # As self.dropout(x, training=True); rows of the global
+            # batch's mask under tf.distribute.
+            x = distribute.dropout(x, self.dropout.rate,
+                                   self.dropout.seed_generator)
         return tf.matmul(x, self.w)
 
 
@@ -453,9 +470,8 @@ class RowBatchNorm(keras.layers.Layer):
         x, dtype = _to_float32(x)
         scale = tf.convert_to_tensor(self.scale)[row]
         offset = tf.convert_to_tensor(self.offset)[row]
-        y, _, _ = tf.compat.v1.nn.fused_batch_norm(
-            x, scale, offset, epsilon=self.epsilon,
-            data_format=self.data_format, is_training=True)
+        y, _, _ = distribute.fused_batch_norm(x, scale, offset, self.epsilon,
+                                              self.data_format)
         return tf.cast(y, dtype)
 
 
@@ -523,8 +539,7 @@ def drop_path(x, keep_prob, seed):
     same draws under mixed precision) and applied in x's dtype."""
     keep_prob = tf.cast(keep_prob, tf.float32)
     noise_shape = tf.stack([tf.shape(x)[0], 1, 1, 1])
-    mask = tf.floor(keep_prob + keras.random.uniform(
-        noise_shape, dtype="float32", seed=seed))
+    mask = tf.floor(keep_prob + distribute.uniform_rows(noise_shape, seed))
     return x / tf.cast(keep_prob, x.dtype) * tf.cast(mask, x.dtype)
 
 

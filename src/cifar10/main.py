@@ -7,6 +7,7 @@ steps, an evaluation every `--eval_every_epochs` epochs, a checkpoint per
 epoch, resuming from `--output_dir` when it already holds one.
 """
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -55,6 +56,8 @@ class RunConfig:
     mixed_precision: bool = False
     deterministic: bool = False
     nan_policy: str = "stop"
+    distribution_strategy: str = "default"
+    num_cpu_devices: int = 0
 
     @property
     def searching(self):
@@ -156,6 +159,11 @@ def config_from_flags(f):
     if f.data_format not in ("NHWC", "NCHW"):
         raise UserError("--data_format={!r} is unknown: use NHWC or NCHW"
                         .format(f.data_format))
+    if f.child_sync_replicas:
+        raise UserError("--child_sync_replicas (TF1's SyncReplicasOptimizer "
+                        "over parameter-server workers) is not ported: use "
+                        "--distribution_strategy=mirrored or "
+                        "multi_worker_mirrored")
     minimums = {"batch_size": 1, "num_epochs": 1, "log_every": 1,
                 "eval_every_epochs": 1, "child_out_filters": 1,
                 "child_num_cells": 1,
@@ -224,7 +232,9 @@ def config_from_flags(f):
         train_aux_head=f.child_train_aux_head,
         reference_checkpoint=f.reference_checkpoint,
         jit_compile=f.jit_compile, mixed_precision=f.mixed_precision,
-        deterministic=f.deterministic, nan_policy=f.nan_policy)
+        deterministic=f.deterministic, nan_policy=f.nan_policy,
+        distribution_strategy=f.distribution_strategy,
+        num_cpu_devices=f.num_cpu_devices)
 
 
 def train(cfg):
@@ -243,7 +253,7 @@ def _train(cfg):
     import numpy as np
     import tensorflow as tf
 
-    from src import precision, run_log
+    from src import distribute, precision, run_log
     from src.checkpoints import RunCheckpoint
     from src.cifar10 import data as cifar_data
     from src.cifar10.child_trainer import ChildTrainer
@@ -251,9 +261,15 @@ def _train(cfg):
     from src.nan_guard import NanGuard
     from src.cifar10.macro_child import MacroChild
 
+    distribute.split_cpu(cfg.num_cpu_devices)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
+    strategy = None
+    if cfg.distribution_strategy != "default":
+        strategy = distribute.make_strategy(cfg.distribution_strategy)
+        print("Distribution: {} with {} replicas".format(
+            cfg.distribution_strategy, strategy.num_replicas_in_sync))
     data = cifar_data.read_data(cfg.data_path, num_valids=cfg.num_valids,
                                 download=cfg.download)
     num_train = data.num_examples("train")
@@ -266,42 +282,44 @@ def _train(cfg):
 
     print("-" * 80)
     print("Build model child")
-    if cfg.search_for == "micro":
-        from src.cifar10.micro_child import MicroChild
-        child = MicroChild(cfg.child)
-    else:
-        child = MacroChild(cfg.child)
-    search = None
-    if cfg.searching:
-        from src.cifar10.search import ArchitectureSearch
-        with precision.float32_policy():  # controllers stay float32
-            search = ArchitectureSearch(
-                cfg, child, data,
-                reward_training_mode=cfg.eval_training_mode)
-    trainer = ChildTrainer(child, cfg.train,
-                           jit_compile=precision.resolve_jit_compile(
-                               cfg.jit_compile, cfg.searching,
-                               cfg.search_for,
-                               whole_channels=getattr(
-                                   cfg.child, "whole_channels", True)),
-                           mixed_precision=cfg.mixed_precision,
-                           arc_fn=search.sample_arc if search else None,
-                           eval_training_mode=cfg.eval_training_mode,
-                           train_aux_head=cfg.train_aux_head)
-    # As the reference: the variables its optimiser updates (no aux head).
-    print("Model has {} params".format(
-        sum(int(np.prod(v.shape)) for v in trainer.variables)))
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        if cfg.search_for == "micro":
+            from src.cifar10.micro_child import MicroChild
+            child = MicroChild(cfg.child)
+        else:
+            child = MacroChild(cfg.child)
+        search = None
+        if cfg.searching:
+            from src.cifar10.search import ArchitectureSearch
+            with precision.float32_policy():  # controllers stay float32
+                search = ArchitectureSearch(
+                    cfg, child, data,
+                    reward_training_mode=cfg.eval_training_mode)
+        trainer = ChildTrainer(child, cfg.train,
+                               jit_compile=precision.resolve_jit_compile(
+                                   cfg.jit_compile, cfg.searching,
+                                   cfg.search_for,
+                                   whole_channels=getattr(
+                                       cfg.child, "whole_channels", True)),
+                               mixed_precision=cfg.mixed_precision,
+                               arc_fn=search.sample_arc if search else None,
+                               strategy=strategy,
+                               eval_training_mode=cfg.eval_training_mode,
+                               train_aux_head=cfg.train_aux_head)
+        # As the reference: the variables its optimiser updates (no aux head).
+        print("Model has {} params".format(
+            sum(int(np.prod(v.shape)) for v in trainer.variables)))
 
-    models = {"child": child}
-    objects = dict(trainer.checkpoint_objects())
-    if search:
-        models["controller"] = search.controller
-        objects.update(search.checkpoint_objects())
-    ckpt = RunCheckpoint(cfg.output_dir, models=models, **objects)
-    restored = ckpt.restore_latest()
-    if restored is None and cfg.reference_checkpoint:
-        from src.reference_checkpoint import start_run_from
-        start_run_from(cfg.reference_checkpoint, trainer, search)
+        models = {"child": child}
+        objects = dict(trainer.checkpoint_objects())
+        if search:
+            models["controller"] = search.controller
+            objects.update(search.checkpoint_objects())
+        ckpt = RunCheckpoint(cfg.output_dir, models=models, **objects)
+        restored = ckpt.restore_latest()
+        if restored is None and cfg.reference_checkpoint:
+            from src.reference_checkpoint import start_run_from
+            start_run_from(cfg.reference_checkpoint, trainer, search)
     step = int(trainer.global_step.numpy())
     epoch = step // num_train_batches
     if restored:

@@ -85,6 +85,12 @@ def config_from_flags(f):
 
     if f.search_for is None:
         raise UserError("--search_for is required: pass --search_for=enas")
+    if f.distribution_strategy != "default":
+        raise UserError(
+            "--distribution_strategy={} is not available for the PTB model: "
+            "its steps carry the LSTM state from batch to batch on one "
+            "device; use --distribution_strategy=default".format(
+                f.distribution_strategy))
     if f.search_for != "enas":
         raise UserError("--search_for={!r} is unknown: the PTB search space "
                         "is enas (the reference's rhn and base were never "

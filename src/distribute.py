@@ -1,0 +1,205 @@
+"""Training on several devices with tf.distribute (`--distribution_strategy`).
+
+The scheme, for every strategy:
+- A step's global batch enters the traced step whole; each replica takes its
+  rows (`replica_rows`: replica r of R gets rows [r n / R, (r + 1) n / R)),
+  so the data order, the augmentation and a resumed run's position are those
+  of a single-device run.
+- Searching, the arc is sampled once per step in the cross-replica context
+  and handed to every replica: all replicas run the same architecture.
+- Batch norm in training mode normalises with the moments of the whole
+  global batch (`fused_batch_norm`: an all-reduce of per-channel sums), so a
+  step computes what one device computes on the same global batch, up to
+  the order of floating-point sums.
+- Each replica differentiates its share of the global mean loss (its summed
+  loss over the global batch size, plus 1 / R of the L2 term); the gradients
+  are summed across replicas, then the global norm, clipping and the update
+  run once, in the cross-replica context.
+- Evaluation, the controller's reward and the controller's training run in
+  the cross-replica context (on the chief), on whole batches.
+
+`default` is TensorFlow's default strategy: no `strategy.run`, the
+single-device code path exactly.
+"""
+
+import tensorflow as tf
+
+from src.errors import UserError
+
+STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
+
+
+def split_cpu(num_devices):
+    """Splits the host CPU into `num_devices` logical devices (0: leave it
+    alone), so `mirrored` can run several replicas without GPUs (for tests;
+    it does not add compute). Must run before TensorFlow initialises its
+    devices."""
+    if not num_devices:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    config = [tf.config.LogicalDeviceConfiguration()] * int(num_devices)
+    try:
+        tf.config.set_logical_device_configuration(cpu, config)
+    except RuntimeError:
+        current = tf.config.get_logical_device_configuration(cpu) or [None]
+        if len(current) != int(num_devices):
+            raise UserError(
+                "--num_cpu_devices={}: TensorFlow's devices are already set "
+                "up with {}; set it before anything runs".format(
+                    num_devices, len(current)))
+
+
+def make_strategy(name):
+    """The tf.distribute strategy named by `--distribution_strategy`.
+
+    mirrored: every local GPU, or every logical CPU device when there is no
+    GPU (one unless `split_cpu` made more). multi_worker_mirrored: the
+    workers of the TF_CONFIG environment variable (one worker without it).
+    """
+    if name in (None, "default"):
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+        if not devices:
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multi_worker_mirrored":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise UserError("--distribution_strategy={!r} is unknown: use one of "
+                    "{}".format(name, ", ".join(STRATEGIES)))
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's files (always, but on the
+    non-chief workers of a multi-worker run)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type in (None, "chief") or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def several_replicas():
+    """Whether a strategy with more than one replica is in scope (variables
+    created now are distributed)."""
+    return (tf.distribute.has_strategy()
+            and tf.distribute.get_strategy().num_replicas_in_sync > 1)
+
+
+def _inside_control_flow():
+    """Whether ops are being added inside a tf.cond / tf.switch_case branch
+    or a while loop (of the graph being built or one it is nested in)."""
+    from tensorflow.python.ops import control_flow_util_v2 as cf
+    kinds = (cf.CondBranchFuncGraph, cf.WhileBodyFuncGraph,
+             cf.WhileCondFuncGraph)
+    graph = tf.compat.v1.get_default_graph()
+    while graph is not None:
+        if isinstance(graph, kinds):
+            return True
+        graph = getattr(graph, "outer_graph", None)
+    return False
+
+
+def _synced_context():
+    """The replica context when several replicas compute one step and can
+    synchronise here, else None (the default strategy, one replica, the
+    cross-replica context, or inside control flow: tf.distribute cannot
+    all-reduce inside a tf.switch_case branch, so a candidate op of a
+    search child works on its replica's rows alone)."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return None
+    if _inside_control_flow():
+        return None
+    return ctx
+
+
+def replica_rows(x):
+    """This replica's rows of a global batch `x` ([n, ...]); all of `x`
+    outside a multi-replica step."""
+    ctx = _synced_context()
+    if ctx is None:
+        return x
+    r = ctx.replica_id_in_sync_group
+    count = ctx.num_replicas_in_sync
+    n = tf.shape(x)[0]
+    return x[r * n // count:(r + 1) * n // count]
+
+
+def global_sum(value):
+    """`value` summed over the replicas of a step (itself outside one)."""
+    ctx = _synced_context()
+    if ctx is None:
+        return value
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def num_replicas():
+    """Replicas computing the current step (1 outside one)."""
+    ctx = _synced_context()
+    return 1 if ctx is None else ctx.num_replicas_in_sync
+
+
+def fused_batch_norm(x, scale, offset, epsilon, data_format):
+    """Training-mode batch norm: (y, mean, variance) as
+    `tf.compat.v1.nn.fused_batch_norm(..., is_training=True)` returns them
+    (variance Bessel-corrected), over the whole global batch.
+
+    Inside a multi-replica step the per-channel moments come from
+    all-reduces of each replica's sums (count and sum, then squared
+    deviations from the global mean), and the input is normalised with them; elsewhere this is TF's fused kernel,
+    unchanged. x: float32 [N, H, W, C] (NHWC) or [N, C, H, W] (NCHW).
+    """
+    if _synced_context() is None:
+        return tf.compat.v1.nn.fused_batch_norm(
+            x, scale, offset, epsilon=epsilon, data_format=data_format,
+            is_training=True)
+    axes = [0, 1, 2] if data_format == "NHWC" else [0, 2, 3]
+    count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), x.dtype)
+    # Two passes (the mean, then the squared deviations from it), as
+    # precise as the fused kernel's moments.
+    total = global_sum(count)
+    mean = global_sum(tf.reduce_sum(x, axis=axes)) / total
+    centred = x - _broadcast(mean, data_format)
+    variance = global_sum(tf.reduce_sum(tf.square(centred), axis=axes)) \
+        / total
+    inv = tf.math.rsqrt(variance + epsilon) * scale
+    y = centred * _broadcast(inv, data_format) \
+        + _broadcast(offset, data_format)
+    bessel = variance * total / tf.maximum(total - 1.0, 1.0)
+    return y, mean, bessel
+
+
+def _broadcast(v, data_format):
+    return v if data_format == "NHWC" else tf.reshape(v, [1, -1, 1, 1])
+
+
+def _global_rows_shape(shape):
+    """`shape` (a 1-D int32 tensor) with its first entry, this replica's
+    rows, replaced by the global batch's."""
+    return tf.concat([tf.reshape(global_sum(shape[0]), [1]), shape[1:]], 0)
+
+
+def dropout(x, rate, seed):
+    """`keras.random.dropout(x, rate, seed=seed)`; inside a multi-replica
+    step, this replica's rows of the mask a single device would draw for
+    the whole global batch (replicas do not share a mask, and a mirrored
+    run drops what a single-device run drops)."""
+    import keras
+    if _synced_context() is None:
+        return keras.random.dropout(x, rate, seed=seed)
+    ones = tf.ones(_global_rows_shape(tf.shape(x)), x.dtype)
+    return x * replica_rows(keras.random.dropout(ones, rate, seed=seed))
+
+
+def uniform_rows(shape, seed):
+    """`keras.random.uniform(shape, dtype="float32", seed=seed)` whose first
+    dimension is the batch's rows; inside a multi-replica step, this
+    replica's rows of the draw for the whole global batch."""
+    import keras
+    shape = tf.convert_to_tensor(shape, tf.int32)
+    if _synced_context() is None:
+        return keras.random.uniform(shape, dtype="float32", seed=seed)
+    return replica_rows(keras.random.uniform(_global_rows_shape(shape),
+                                             dtype="float32", seed=seed))
