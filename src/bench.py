@@ -1,18 +1,29 @@
 """Benchmark: `python -m src.bench --config=NAME --json=PATH`.
 
 Times one named configuration: graph build time (model construction plus
-the first, tracing call of the step), then at least 5 warm-up steps, then
-the median, min and max of at least 20 timed steps, and the peak resident
-memory of the process. Steps are fed by the real tf.data pipeline over
+the first, tracing call of the step), then `--warmup` warm-up steps
+(default 5), then the median, min and max of `--steps` timed steps (default
+20; the published numbers use the defaults), and the peak resident memory
+of the process. Steps are fed by the real tf.data pipeline over
 synthetic images (the timings do not depend on pixel values).
 `--config=all` runs every configuration in its own process (so each peak
 memory is its own) and prints a table.
+
+`--jit_compile` (auto, true, false) and `--mixed_precision` build the
+children and trainers as the entry points do with those flags: auto is
+`precision.resolve_jit_compile`'s choice for the space and mode (the PTB
+reward pass compiles unless false); mixed precision builds the children
+under the mixed_float16 policy with loss-scaled trainers, the controllers in
+float32. Each result records both (`jit_compile`: whether the timed step or
+pass ran under XLA, None where the flag does not apply; `mixed_precision`),
+and the table prints them in its `xla` and `mixed` columns.
 
 Each configuration is a function returning a `Case`: a `step()` callable
 that runs one step and blocks until it is done. Later issues add theirs to
 CONFIGS.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -22,16 +33,58 @@ import subprocess
 import sys
 import time
 
-from absl import app
 from absl import flags
 
 flags.DEFINE_string("config", "macro_fixed_cpu",
                     "Configuration to time, or 'all'.")
 flags.DEFINE_string("json", None, "Write the result(s) to this JSON file.")
 flags.DEFINE_integer("warmup", 5, "Untimed steps after the first (tracing) "
-                     "one; at least 5.")
-flags.DEFINE_integer("steps", 20, "Timed steps; at least 20.")
+                     "one (the published numbers: 5).", lower_bound=0)
+flags.DEFINE_integer("steps", 20, "Timed steps (the published numbers: 20; "
+                     "fewer for the slow *_full configurations).",
+                     lower_bound=1)
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
+                  "XLA for the timed steps, as the entry points' flag: auto "
+                  "(their measured choice per space and mode), true, false.")
+flags.DEFINE_boolean("mixed_precision", False,
+                     "Build the children under the mixed_float16 policy "
+                     "with loss-scaled trainers, as the entry points' flag.")
 FLAGS = flags.FLAGS
+
+
+@dataclasses.dataclass
+class BenchOptions:
+    """The entry points' speed flags as a configuration is built with them:
+    jit_compile "auto", "true" or "false"; mixed_precision a bool."""
+    jit_compile: str = "auto"
+    mixed_precision: bool = False
+
+
+# The options of the configuration being built (set by `time_config`).
+OPTIONS = BenchOptions()
+
+
+def _jit(space, searching, whole_channels=True):
+    """XLA for a trainer's step under OPTIONS, as the entry points resolve
+    it (a UserError for a step XLA cannot compile)."""
+    from src import precision
+    return precision.resolve_jit_compile(OPTIONS.jit_compile, searching,
+                                         space, whole_channels)
+
+
+def _ptb_reward_jit():
+    """The PTB reward pass's XLA under OPTIONS: None (the trainer's
+    default, on) for auto, else the flag."""
+    if OPTIONS.jit_compile == "auto":
+        return None
+    return OPTIONS.jit_compile == "true"
+
+
+def _float32():
+    """Controllers (and their REINFORCE) are built float32, as the entry
+    points build them under --mixed_precision."""
+    from src import precision
+    return precision.float32_policy()
 
 # The reference's seconds per step on this kind of machine (2 cores, NHWC,
 # median of 25 steps), from ../shared/reference/README.md. macro_search_cpu:
@@ -58,12 +111,14 @@ class Case:
     """step(): runs one step and blocks until it is done. extra(): optional,
     run after the timing, returns more result fields (e.g. gating ratio).
     warmup, steps: fixed counts for a long "step" (a whole evaluation pass)
-    instead of the defaults."""
+    instead of the defaults. jit_compile: whether the timed step runs under
+    XLA (None: the option does not apply to it)."""
     step: callable
     description: str
     extra: callable = None
     warmup: int = None
     steps: int = None
+    jit_compile: bool = None
 
 
 def _synthetic_cifar(num_train, seed=0):
@@ -104,13 +159,16 @@ def _fixed_macro_case(arc, num_layers, out_filters, num_branches, batch_size,
     lr = schedules.LrConfig(lr_cosine=lr_cosine, lr_max=0.05, lr_min=0.001,
                             lr_T_0=10, lr_T_mul=2, num_train_batches=nb)
     trainer = ChildTrainer(MacroChild(cfg), TrainConfig(
-        l2_reg=2e-4, clip_mode="norm", grad_bound=5.0, lr=lr))
+        l2_reg=2e-4, clip_mode="norm", grad_bound=5.0, lr=lr),
+        jit_compile=_jit("macro", False),
+        mixed_precision=OPTIONS.mixed_precision)
 
     step = _step_over(_batches(data, batch_size), trainer.train_step)
 
     return Case(step, "macro fixed child training step, {} layers, {} "
                 "filters, batch {}".format(num_layers, out_filters,
-                                           batch_size))
+                                           batch_size),
+                jit_compile=trainer.jit_compile)
 
 
 def _step_over(batches, step_fn):
@@ -151,27 +209,32 @@ def _macro_search_parts(num_layers, out_filters, batch_size, num_branches=6):
         num_layers=num_layers, out_filters=out_filters,
         num_branches=num_branches, whole_channels=True, fixed_arc=None,
         keep_prob=0.9))
-    controller = MacroController(MacroControllerConfig(
-        num_layers=num_layers, num_branches=num_branches,
-        out_filters=out_filters, tanh_constant=1.5, op_tanh_reduce=2.5,
-        skip_target=0.4, skip_weight=0.8, seed=0))
+    with _float32():
+        controller = MacroController(MacroControllerConfig(
+            num_layers=num_layers, num_branches=num_branches,
+            out_filters=out_filters, tanh_constant=1.5, op_tanh_reduce=2.5,
+            skip_target=0.4, skip_weight=0.8, seed=0))
     nb = -(-data.num_examples("train") // batch_size)
     train_cfg = TrainConfig(
         l2_reg=2.5e-4, clip_mode="norm", grad_bound=5.0,
         lr=schedules.LrConfig(lr_cosine=True, lr_max=0.05, lr_min=0.0005,
                               lr_T_0=10, lr_T_mul=2, num_train_batches=nb))
     trainer = ChildTrainer(child, train_cfg,
-                           arc_fn=lambda: controller.sample()["arc"])
+                           arc_fn=lambda: controller.sample()["arc"],
+                           jit_compile=_jit("macro", True),
+                           mixed_precision=OPTIONS.mixed_precision)
     return data, child, controller, trainer
 
 
 def _gating_floor(data, child, controller, trainer, batch_size, num_arcs=5,
                   steps_per_arc=5):
     """Times the gated search step (arc as a tensor, tf.switch_case) and the
-    same child with each arc baked in at trace time, for the same arcs.
-    Returns the medians and their ratio."""
+    same child with each arc baked in at trace time, for the same arcs
+    (both with the trainer's XLA choice and loss scaling). Returns the
+    medians and their ratio."""
     import tensorflow as tf
 
+    from src import precision
     from src.cifar10.child_trainer import cross_entropy
     from src.cifar10.macro_child import BakedArc
     from src.train_ops import apply_train_step
@@ -186,10 +249,15 @@ def _gating_floor(data, child, controller, trainer, batch_size, num_arcs=5,
                             + 0.4 * cross_entropy(out[1], labels))
                 else:
                     loss = cross_entropy(out, labels)
-            apply_train_step(tape, loss, trainer.variables, trainer.optimizer,
-                             trainer.cfg)
+            if trainer.loss_scale is None:
+                apply_train_step(tape, loss, trainer.variables,
+                                 trainer.optimizer, trainer.cfg)
+            else:
+                precision.apply_scaled_train_step(
+                    tape, loss, trainer.variables, trainer.optimizer,
+                    trainer.cfg, trainer.loss_scale)
             return loss
-        return tf.function(step)
+        return tf.function(step, jit_compile=trainer.jit_compile)
 
     arcs = [controller.sample()["arc"] for _ in range(num_arcs)]
     batches = _batches(data, batch_size)
@@ -220,7 +288,7 @@ def _search_case(parts, batch_size, description):
     def extra():
         return _gating_floor(data, child, controller, trainer, batch_size)
 
-    return Case(step, description, extra)
+    return Case(step, description, extra, jit_compile=trainer.jit_compile)
 
 
 def _macro_search_case(num_layers, out_filters, batch_size):
@@ -254,8 +322,9 @@ def macro_controller_cpu():
         logits = child(images, training=False, arc=arc)
         return tf.cast(num_correct(logits, labels), tf.float32) / 32.0
 
-    trainer = Reinforce(controller, reward, ReinforceConfig(
-        lr=1e-3, bl_dec=0.99, entropy_weight=1e-4, skip_weight=0.8))
+    with _float32():
+        trainer = Reinforce(controller, reward, ReinforceConfig(
+            lr=1e-3, bl_dec=0.99, entropy_weight=1e-4, skip_weight=0.8))
     step = _step_over(cifar_data.valid_rl_batches(data, 32, 0), trainer.run)
 
     return Case(step, "one macro controller update: sample an arc, its "
@@ -290,16 +359,19 @@ def _micro_parts(num_layers, out_filters, batch_size, fixed_arc=None,
     if fixed_arc is None:
         from src.cifar10.micro_controller import (MicroController,
                                                   MicroControllerConfig)
-        controller = MicroController(MicroControllerConfig(
-            num_cells=5, num_branches=5, tanh_constant=1.10,
-            op_tanh_reduce=2.5, seed=0))
+        with _float32():
+            controller = MicroController(MicroControllerConfig(
+                num_cells=5, num_branches=5, tanh_constant=1.10,
+                op_tanh_reduce=2.5, seed=0))
         arc_fn = lambda: controller.sample()["arc"]  # noqa: E731
     train_cfg = TrainConfig(
         l2_reg=1e-4, clip_mode="norm", grad_bound=5.0,
         lr=schedules.LrConfig(lr_cosine=True, lr_max=0.05, lr_min=0.0005,
                               lr_T_0=10, lr_T_mul=2, num_train_batches=nb))
     trainer = ChildTrainer(child, train_cfg, arc_fn=arc_fn,
-                           eval_training_mode=fixed_arc is None)
+                           eval_training_mode=fixed_arc is None,
+                           jit_compile=_jit("micro", fixed_arc is None),
+                           mixed_precision=OPTIONS.mixed_precision)
     return data, child, controller, trainer
 
 
@@ -320,7 +392,8 @@ def _micro_fixed_case(num_layers, out_filters, batch_size, keep_prob):
     return Case(step, "micro fixed child training step, the arc of "
                 "cifar10_micro_final.sh, child_num_layers={}, {} filters, "
                 "aux head, drop-path, batch {}".format(
-                    num_layers, out_filters, batch_size))
+                    num_layers, out_filters, batch_size),
+                jit_compile=trainer.jit_compile)
 
 
 def micro_search_cpu():
@@ -355,8 +428,9 @@ def micro_controller_cpu():
         logits = out[0] if isinstance(out, tuple) else out
         return tf.cast(num_correct(logits, labels), tf.float32) / 32.0
 
-    trainer = Reinforce(controller, reward, ReinforceConfig(
-        lr=3.5e-3, bl_dec=0.99, entropy_weight=1e-4))
+    with _float32():
+        trainer = Reinforce(controller, reward, ReinforceConfig(
+            lr=3.5e-3, bl_dec=0.99, entropy_weight=1e-4))
     step = _step_over(cifar_data.valid_rl_batches(data, 32, 0), trainer.run)
 
     return Case(step, "one micro controller update: sample a normal and a "
@@ -416,8 +490,10 @@ def _ptb_parts(hidden_size, batch_size, fixed_arc=None, bptt_steps=35,
     arc_fn = None
     if searching:
         from src.ptb.ptb_controller import PtbController, PtbControllerConfig
-        controller = PtbController(PtbControllerConfig(
-            rhn_depth=rhn_depth, tanh_constant=2.5, temperature=5.0, seed=0))
+        with _float32():
+            controller = PtbController(PtbControllerConfig(
+                rhn_depth=rhn_depth, tanh_constant=2.5, temperature=5.0,
+                seed=0))
         arc_fn = lambda: controller.sample()["arc"]  # noqa: E731
         cfg = PtbTrainConfig(
             l2_reg=1e-7, grad_bound=10.0,
@@ -430,7 +506,10 @@ def _ptb_parts(hidden_size, batch_size, fixed_arc=None, bptt_steps=35,
             lr=schedules.LrConfig(lr_init=20.0, lr_dec_start=14 * 1000,
                                   lr_dec_every=1000, lr_dec_rate=0.9991,
                                   lr_dec_min=0.001))
-    trainer = PtbTrainer(child, cfg, arc_fn=arc_fn)
+    trainer = PtbTrainer(child, cfg, arc_fn=arc_fn,
+                         jit_compile=_jit("ptb", searching),
+                         mixed_precision=OPTIONS.mixed_precision,
+                         reward_jit_compile=_ptb_reward_jit())
     return child, controller, trainer
 
 
@@ -445,19 +524,23 @@ def _ptb_gating_floor(child, controller, trainer, windows, num_arcs=5,
                       steps_per_arc=5):
     """The gated PTB search step (arc tensor, tf.switch_case) against the
     same child with each arc baked in at trace time (BakedArc), for the
-    same arcs: medians and their ratio."""
+    same arcs (both with the trainer's XLA choice and loss scaling):
+    medians and their ratio."""
     from src.ptb.ptb_child import BakedArc
     from src.ptb.ptb_trainer import PtbTrainer
 
+    def make(arc_fn):
+        return PtbTrainer(child, trainer.cfg, arc_fn=arc_fn,
+                          jit_compile=trainer.jit_compile,
+                          mixed_precision=trainer.loss_scale is not None)
+
     arcs = [controller.sample()["arc"].numpy() for _ in range(num_arcs)]
     current = {"arc": None}
-    gated = PtbTrainer(child, trainer.cfg,
-                       arc_fn=lambda: tf_constant(current["arc"]))
+    gated = make(lambda: tf_constant(current["arc"]))
     timings = {"gated": [], "baked": []}
     for values in arcs:
         current["arc"] = values
-        baked = PtbTrainer(child, trainer.cfg,
-                           arc_fn=lambda v=values: BakedArc(v))
+        baked = make(lambda v=values: BakedArc(v))
         for name, t in (("gated", gated), ("baked", baked)):
             for i in range(steps_per_arc + 1):
                 x, y = windows.next()
@@ -487,7 +570,8 @@ def _ptb_search_case(hidden_size, batch_size):
 
     return Case(step, "PTB search child training step with a new sampled "
                 "arc every step, hidden {}, bptt 35, batch {}, depth 12"
-                .format(hidden_size, batch_size), extra)
+                .format(hidden_size, batch_size), extra,
+                jit_compile=trainer.jit_compile)
 
 
 def _ptb_fixed_case(hidden_size, batch_size):
@@ -497,7 +581,8 @@ def _ptb_fixed_case(hidden_size, batch_size):
     return Case(_ptb_step_over(windows, trainer.train_step),
                 "PTB fixed child training step, the arc of ptb_final.sh, "
                 "hidden {}, bptt 35, batch {}, depth 12".format(
-                    hidden_size, batch_size))
+                    hidden_size, batch_size),
+                jit_compile=trainer.jit_compile)
 
 
 def ptb_search_cpu():
@@ -531,8 +616,9 @@ def ptb_controller_cpu():
     def reward(arc, x, y):
         return 80.0 / tf.exp(trainer.reward_nll(x, y, arc))
 
-    reinforce = Reinforce(controller, reward, ReinforceConfig(
-        lr=1e-3, bl_dec=0.99, entropy_weight=1e-3))
+    with _float32():
+        reinforce = Reinforce(controller, reward, ReinforceConfig(
+            lr=1e-3, bl_dec=0.99, entropy_weight=1e-3))
 
     def step():
         x, y = ptb_data.random_window(rows, 35, rng)
@@ -540,7 +626,8 @@ def ptb_controller_cpu():
 
     return Case(step, "one PTB controller update: sample a cell, its reward "
                 "80 / ppl on a random validation window [20, 35] (hidden "
-                "64, depth 12), baseline, Adam")
+                "64, depth 12), baseline, Adam",
+                jit_compile=trainer.reward_jit_compile)
 
 
 def ptb_test_eval_cpu():
@@ -575,7 +662,8 @@ def ptb_test_eval_cpu():
 
     return Case(step, "PTB test-set evaluation, batch 1, {} words, hidden "
                 "64: long windows with the state carried".format(
-                    stream.size - 1), extra, warmup=1, steps=3)
+                    stream.size - 1), extra, warmup=1, steps=3,
+                jit_compile=False)
 
 
 CONFIGS = {
@@ -602,15 +690,41 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def time_config(name, warmup=5, steps=20):
-    """Builds and times one configuration; returns the result dict."""
+@contextlib.contextmanager
+def _options(options):
+    """OPTIONS and Keras' dtype policy for the duration of a block."""
+    from src import precision
+    global OPTIONS
+    previous = OPTIONS
+    OPTIONS = options
+    try:
+        with precision.mixed_precision_scope(options.mixed_precision):
+            yield
+    finally:
+        OPTIONS = previous
+
+
+def time_config(name, warmup=5, steps=20, jit_compile="auto",
+                mixed_precision=False):
+    """Builds and times one configuration with the entry points'
+    `--jit_compile` and `--mixed_precision`; returns the result dict."""
+    from src.errors import UserError
     if name not in CONFIGS:
-        from src.errors import UserError
         raise UserError("unknown --config={!r}: use one of {} or all".format(
             name, ", ".join(sorted(CONFIGS))))
-    warmup, steps = max(5, warmup), max(20, steps)
+    jit_compile = str(jit_compile).strip().lower()
+    if jit_compile not in ("auto", "true", "false"):
+        raise UserError("--jit_compile={!r} is unknown: use auto, true or "
+                        "false".format(jit_compile))
+    options = BenchOptions(jit_compile, bool(mixed_precision))
+    with _options(options):
+        return _time_case(name, CONFIGS[name], max(0, int(warmup)),
+                          max(1, int(steps)), options)
+
+
+def _time_case(name, build, warmup, steps, options):
     t0 = time.perf_counter()
-    case = CONFIGS[name]()
+    case = build()
     if case.warmup is not None:
         warmup, steps = case.warmup, case.steps
     case.step()  # traces the step function
@@ -632,6 +746,9 @@ def time_config(name, warmup=5, steps=20):
         "peak_rss_mb": peak_rss_mb(),
         "steps": steps,
         "warmup": warmup,
+        "jit_compile_flag": options.jit_compile,
+        "jit_compile": case.jit_compile,
+        "mixed_precision": options.mixed_precision,
     }
     if case.extra is not None:
         result.update(case.extra())
@@ -643,45 +760,67 @@ def time_config(name, warmup=5, steps=20):
     return result
 
 
+def _yes_no(value):
+    if value is None:
+        return "-"
+    return "yes" if value else "no"
+
+
 def format_row(r):
     ratio = r.get("ratio_to_reference")
     gating = r.get("gating_ratio")
     return ("{:<22s} {:>9.4f} {:>9.4f} {:>9.4f} {:>8.1f} {:>9.0f} {:>7s} "
-            "{:>7s}").format(
+            "{:>7s} {:>4s} {:>6s}").format(
         r["config"], r["step_s_median"], r["step_s_min"], r["step_s_max"],
         r["build_s"], r["peak_rss_mb"],
         "{:.2f}".format(ratio) if ratio else "-",
-        "{:.2f}".format(gating) if gating else "-")
+        "{:.2f}".format(gating) if gating else "-",
+        _yes_no(r.get("jit_compile")), _yes_no(r.get("mixed_precision")))
 
 
-HEADER = "{:<22s} {:>9s} {:>9s} {:>9s} {:>8s} {:>9s} {:>7s} {:>7s}".format(
+HEADER = ("{:<22s} {:>9s} {:>9s} {:>9s} {:>8s} {:>9s} {:>7s} {:>7s} {:>4s} "
+          "{:>6s}").format(
     "config", "median_s", "min_s", "max_s", "build_s", "peak_MB", "vs_ref",
-    "gating")
+    "gating", "xla", "mixed")
+
+
+def header(jit_compile, mixed_precision):
+    """The table's header: the options, then the column names."""
+    return "# --jit_compile={} --{}mixed_precision\n{}".format(
+        jit_compile, "" if mixed_precision else "no", HEADER)
 
 
 def main(argv):
-    del argv
+    from src.errors import UserError
+    if len(argv) > 1:
+        raise UserError("unexpected arguments {}: every option is a --flag"
+                        .format(" ".join(argv[1:])))
+    mixed = "--{}mixed_precision".format(
+        "" if FLAGS.mixed_precision else "no")
     if FLAGS.config == "all":
         results = []
         for name in CONFIGS:
             out = subprocess.run(
                 [sys.executable, "-m", "src.bench", "--config=" + name,
                  "--warmup={}".format(FLAGS.warmup),
-                 "--steps={}".format(FLAGS.steps), "--json=/dev/stdout"],
+                 "--steps={}".format(FLAGS.steps),
+                 "--jit_compile=" + FLAGS.jit_compile, mixed,
+                 "--json=/dev/stdout"],
                 capture_output=True, text=True)
             lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
             if out.returncode or not lines:
                 print("{}: failed\n{}".format(name, out.stderr[-2000:]))
                 continue
             results.append(json.loads(lines[-1]))
-        print(HEADER)
+        print(header(FLAGS.jit_compile, FLAGS.mixed_precision))
         for r in results:
             print(format_row(r))
         payload = results
     else:
-        payload = time_config(FLAGS.config, FLAGS.warmup, FLAGS.steps)
+        payload = time_config(FLAGS.config, FLAGS.warmup, FLAGS.steps,
+                              FLAGS.jit_compile, FLAGS.mixed_precision)
         if FLAGS.json != "/dev/stdout":
-            print(HEADER)
+            print(header(FLAGS.jit_compile, FLAGS.mixed_precision))
             print(format_row(payload))
     if FLAGS.json:
         text = json.dumps(payload)
@@ -694,4 +833,5 @@ def main(argv):
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    from src import entry_point
+    entry_point.run(main)

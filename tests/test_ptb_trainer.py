@@ -3,6 +3,8 @@ and state carry; one trace for every arc; evaluation (window by window,
 the fast test pass, one arc per window when searching); the reward pass;
 the moving average of the weights and its checkpoint."""
 
+import warnings
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -244,6 +246,34 @@ def test_reward_is_the_mean_nll_from_zero_state_and_traced_once():
     trainer.evaluate(np.arange(60) % V, B, T)
     np.testing.assert_array_equal(c.train_states[0].numpy(),
                                   np.ones([B, H]))
+
+
+def test_reward_compiles_once_for_every_arc_and_equals_the_plain_pass():
+    # XLA turns a traced slice start into a compile-time constant (one
+    # compilation per arc); the search child gathers its weight blocks, so
+    # the compiled reward takes the arc as a parameter.
+    c = child(arc=None)
+    trainer = PtbTrainer(c, train_cfg(), arc_fn=cycling_arcs(ARCS))
+    plain = PtbTrainer(c, train_cfg(), arc_fn=cycling_arcs(ARCS),
+                       reward_jit_compile=False)
+    assert trainer.reward_jit_compile and not plain.reward_jit_compile
+    x, y = window(seed=5)
+    arc = tf.constant(PtbArc.parse(ARCS[1], D).to_list(), tf.int32)
+    # A device name given: finding one runs an unseeded random op, which
+    # the tests' op determinism forbids.
+    device = tf.config.list_logical_devices("CPU")[0].name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # device_name is deprecated
+        hlo = trainer._reward_fn.experimental_get_compiler_ir(x, y, arc)(
+            stage="hlo", device_name=device)
+    arc_length = len(PtbArc.parse(ARCS[1], D).to_list())
+    assert any("s32[{}]".format(arc_length) in line and "parameter(" in line
+               for line in hlo.splitlines())
+    for text in ARCS:
+        arc = PtbArc.parse(text, D).to_list()
+        np.testing.assert_allclose(float(trainer.reward_nll(x, y, arc)),
+                                   float(plain.reward_nll(x, y, arc)),
+                                   rtol=1e-6)
 
 
 def test_moving_average_has_tf1_semantics_and_checkpoints(tmp_path):

@@ -237,7 +237,10 @@ def _train(cfg):
     trainer = PtbTrainer(child, cfg.train, arc_fn=trainer_arc_fn,
                          jit_compile=precision.resolve_jit_compile(
                              cfg.jit_compile, cfg.searching, "ptb"),
-                         mixed_precision=cfg.mixed_precision)
+                         mixed_precision=cfg.mixed_precision,
+                         # The reward pass compiles once for every arc;
+                         # --jit_compile=false turns XLA off there too.
+                         reward_jit_compile=cfg.jit_compile != "false")
     if cfg.searching:
         from src.ptb.search import PtbSearch
         with precision.float32_policy():  # controllers stay float32

@@ -81,7 +81,13 @@ class PtbTrainer:
     and once per window by `evaluate`.
     jit_compile: compile the training step with XLA (default None: for a
     fixed arc only, `precision.resolve_jit_compile`'s auto). The evaluation
-    and reward passes run without XLA (their window length varies).
+    pass runs without XLA (its window length varies).
+    reward_jit_compile: compile the reward pass (`reward_nll`, the
+    controller's reward) with XLA (default None: on). Its windows all have
+    the controller's shape [batch_size, bptt_steps], so it compiles once per
+    process (about 2 s at hidden 64, depth 12), one compilation for every
+    arc; the pass then takes a third of its time without XLA (BUILD.md,
+    Benchmarks: ptb_controller_cpu).
     mixed_precision: the child was built under the mixed_float16 policy
     (`precision.set_mixed_precision`): the loss is scaled
     (`precision.DynamicLossScale`, in `checkpoint_objects()`) and
@@ -104,7 +110,7 @@ class PtbTrainer:
     """
 
     def __init__(self, child, cfg, arc_fn=None, jit_compile=None,
-                 mixed_precision=False):
+                 mixed_precision=False, reward_jit_compile=None):
         self.child = child
         self.cfg = cfg
         self.arc_fn = arc_fn
@@ -133,6 +139,9 @@ class PtbTrainer:
             jit_compile = precision.resolve_jit_compile(
                 "auto", child.searching, "ptb")
         self.jit_compile = jit_compile
+        if reward_jit_compile is None:
+            reward_jit_compile = True
+        self.reward_jit_compile = bool(reward_jit_compile)
         self.train_step = tf.function(self._train_step,
                                       input_signature=window,
                                       jit_compile=jit_compile)
@@ -145,14 +154,16 @@ class PtbTrainer:
                 self._eval_window, input_signature=[tokens, tokens, state,
                                                     arc])
             self._reward_fn = tf.function(
-                self._reward, input_signature=[tokens, tokens, arc])
+                self._reward, input_signature=[tokens, tokens, arc],
+                jit_compile=self.reward_jit_compile)
         else:
             self._eval_fn = tf.function(
                 lambda x, y, s: self._eval_window(x, y, s, None),
                 input_signature=[tokens, tokens, state])
             self._reward_fn = tf.function(
                 lambda x, y: self._reward(x, y, None),
-                input_signature=[tokens, tokens])
+                input_signature=[tokens, tokens],
+                jit_compile=self.reward_jit_compile)
 
     @property
     def global_step(self):
@@ -273,10 +284,13 @@ class PtbTrainer:
         return nll, next_state
 
     def _reward(self, x, y, arc):
-        state = self.child.zero_state(tf.shape(x)[0])
-        nll, _, _ = self.child.token_nll(x, y, state, arc=arc,
-                                         training=False)
-        return tf.reduce_mean(nll)
+        # The mean of `token_nll` (`PtbChild.mean_nll`: the fused
+        # cross-entropy kernel, which also writes a softmax for the
+        # gradient, was most of this pass).
+        child = self.child
+        outputs, _ = child(x, child.zero_state(tf.shape(x)[0]), arc=arc,
+                           training=False)
+        return child.mean_nll(outputs, y)
 
     def reward_nll(self, x, y, arc=None):
         """Mean token NLL of one window [B, T] from a zero state, in
