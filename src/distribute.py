@@ -101,6 +101,44 @@ def _inside_control_flow():
     return False
 
 
+def moving_weight(layer, name, shape, initializer):
+    """A non-trainable float32 weight of `layer` that training updates in
+    place (moving statistics and their debiasing state).
+
+    Under a strategy with several replicas it is a sync-on-read variable:
+    each replica updates its own copy with no synchronisation point (which
+    tf.distribute does not allow inside the switch_case of a search child,
+    and which would fail when the replicas' values differ), and a read
+    outside a step sees the replicas' mean. Otherwise exactly
+    `layer.add_weight`."""
+    import keras
+    if not several_replicas():
+        return layer.add_weight(name=name, shape=shape,
+                                initializer=initializer, trainable=False,
+                                autocast=False)
+    with keras.name_scope(layer.name, caller=layer):
+        variable = keras.Variable(
+            initializer=initializer, shape=shape, dtype="float32",
+            trainable=False, autocast=False, name=name,
+            synchronization="on_read", aggregation="mean")
+    layer._track_variable(variable)  # as add_weight does
+    return variable
+
+
+def moments(x, axes):
+    """`tf.nn.moments(x, axes)` (mean, biased variance); inside a
+    multi-replica step, of the whole global batch (`axes` must include the
+    batch axis 0)."""
+    if _synced_context() is None:
+        return tf.nn.moments(x, axes)
+    total = global_sum(tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)),
+                               x.dtype))
+    mean = global_sum(tf.reduce_sum(x, axis=axes, keepdims=True)) / total
+    variance = global_sum(tf.reduce_sum(tf.square(x - mean), axis=axes,
+                                        keepdims=True)) / total
+    return tf.squeeze(mean, axes), tf.squeeze(variance, axes)
+
+
 def _synced_context():
     """The replica context when several replicas compute one step and can
     synchronise here, else None (the default strategy, one replica, the
@@ -203,3 +241,32 @@ def uniform_rows(shape, seed):
         return keras.random.uniform(shape, dtype="float32", seed=seed)
     return replica_rows(keras.random.uniform(_global_rows_shape(shape),
                                              dtype="float32", seed=seed))
+
+
+def summed_gradients(strategy, replica_fn, args):
+    """Runs `replica_fn(*args)` on every replica of `strategy` (inside a
+    tf.function, cross-replica context). replica_fn returns (gradients, a
+    list with None for variables without one, *extras). Returns (the
+    gradients summed over the replicas, None where replica_fn had None;
+    the extras as per-replica values, for the caller to reduce or
+    gather)."""
+    missing = []  # indices of None gradients: static, the same per replica
+
+    def run(*inner):
+        grads, *extras = replica_fn(*inner)
+        missing[:] = [i for i, g in enumerate(grads) if g is None]
+        return ([g for g in grads if g is not None], *extras)
+
+    # (`missing` reaches the replicas by closure: strategy.run would copy
+    # a list passed as an argument.)
+    grads, *extras = strategy.run(run, args=args)
+    summed = iter([strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None)
+                   for g in grads])
+    total = len(grads) + len(missing)
+    return ([None if i in missing else next(summed) for i in range(total)],
+            extras)
+
+
+def total(strategy, value):
+    """A per-replica value summed over the replicas."""
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)

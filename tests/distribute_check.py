@@ -141,6 +141,70 @@ def checkpoint(strategy, folder):
                              int(t2.global_step.numpy())]}
 
 
+def ptb_trainer(strategy, searching=False):
+    from src.ptb.arcs import PtbArc
+    from src.ptb.ptb_child import PtbChild, PtbChildConfig
+    from src.ptb.ptb_trainer import PtbTrainConfig, PtbTrainer
+    keras.utils.set_random_seed(1)
+    arc_fn = None
+    fixed = PtbArc.parse("0 0 1 1 3", 3)
+    if searching:
+        fixed = None
+        table = tf.constant([PtbArc.parse(t, 3).to_list()
+                             for t in ("0 0 1 1 3", "3 0 2 0 0",
+                                       "1 0 0 1 2")], tf.int32)
+        counter = tf.Variable(0, dtype=tf.int32, trainable=False)
+
+        def arc_fn():
+            return table[(counter.assign_add(1) - 1) % 3]
+
+    # Dropout everywhere (the masks are drawn per row of the global batch)
+    # and the slowness regulariser; batch 4 (2 rows a replica).
+    child = PtbChild(PtbChildConfig(
+        vocab_size=17, hidden_size=8, rhn_depth=3, batch_size=4,
+        bptt_steps=5, fixed_arc=fixed, e_keep=0.8, x_keep=0.7, h_keep=0.6,
+        o_keep=0.75, seed=1))
+    cfg = PtbTrainConfig(l2_reg=1e-4, grad_bound=1.0, rnn_slowness_reg=1e-3,
+                         lr=schedules.LrConfig(lr_init=0.5))
+    # (One device without XLA: XLA draws other dropout masks.)
+    return child, PtbTrainer(child, cfg, arc_fn=arc_fn, strategy=strategy,
+                             jit_compile=False)
+
+
+def ptb_window(step):
+    x = tf.random.stateless_uniform([4, 5], [step, 1], 0, 17, tf.int32)
+    y = tf.random.stateless_uniform([4, 5], [step, 2], 0, 17, tf.int32)
+    return x, y
+
+
+def ptb_compare(strategy, searching=False):
+    """PTB steps with the state carried, on one device and under
+    `strategy`, from the same weights."""
+    child1, t1 = ptb_trainer(None, searching)
+    with strategy.scope():
+        child2, t2 = ptb_trainer(strategy, searching)
+    x, y = ptb_window(0)
+    arc = tf.constant([0, 0, 1, 1, 3]) if searching else None
+    child1(x, child1.zero_state(4), arc=arc)  # built: copy the weights
+    for a, b in zip(child1.weights, child2.weights):
+        b.assign(a)
+    out = {"replicas": strategy.num_replicas_in_sync, "steps": []}
+    for step in range(STEPS):
+        x, y = ptb_window(step)
+        o1, o2 = t1.train_step(x, y), t2.train_step(x, y)
+        out["steps"].append({k: [float(o1[k]), float(o2[k])]
+                             for k in ("loss", "grad_norm", "train_ppl",
+                                       "lr")})
+    out["max_weight_diff"] = max(
+        float(np.max(np.abs(a.numpy() - b.numpy())))
+        for a, b in zip(child1.weights, child2.weights))
+    out["state_diff"] = max(
+        float(np.max(np.abs(a.numpy() - b.numpy())))
+        for a, b in zip(child1.train_states, child2.train_states))
+    out["traces"] = t2.train_step.experimental_get_tracing_count()
+    return out
+
+
 def main(folder, *cases):
     """Prints `RESULT <case> <json>` for each case."""
     mirrored = distribute.make_strategy("mirrored")
@@ -149,6 +213,8 @@ def main(folder, *cases):
         "micro_fixed": lambda: compare(micro_child, mirrored),
         "macro_search": lambda: macro_search(mirrored),
         "checkpoint": lambda: checkpoint(mirrored, folder),
+        "ptb_fixed": lambda: ptb_compare(mirrored),
+        "ptb_search": lambda: ptb_compare(mirrored, searching=True),
         "multi_worker": lambda: compare(
             macro_child, distribute.make_strategy("multi_worker_mirrored")),
     }

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from tests.cifar_fixtures import write_fake_cifar
-from tests.ptb_fixtures import REPO_ROOT, main_env
+from tests.ptb_fixtures import (REPO_ROOT, main_env, run_ptb_main,
+                                tiny_args, write_tiny_ptb)
 
 CASES = ("macro_fixed", "micro_fixed", "macro_search", "checkpoint",
-         "multi_worker")
+         "multi_worker", "ptb_fixed", "ptb_search")
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,45 @@ def test_a_mirrored_checkpoint_restores_on_one_device(results):
     assert result["global_steps"] == [2, 2]
 
 
+def test_mirrored_ptb_steps_carry_the_state_like_one_device(results):
+    # Dropout on every mask, the slowness term, the state carried over 3
+    # windows; each replica holds its rows of the state.
+    result = results["ptb_fixed"]
+    assert result["replicas"] == 2
+    for step in result["steps"]:
+        np.testing.assert_allclose(*step["loss"], rtol=1e-6)
+        np.testing.assert_allclose(*step["grad_norm"], rtol=1e-6)
+        np.testing.assert_allclose(*step["train_ppl"], rtol=1e-6)
+    assert result["max_weight_diff"] < 1e-6
+    assert result["state_diff"] < 1e-6
+    assert result["traces"] == 1
+
+
+def test_mirrored_ptb_search_trains_every_arc_in_one_trace(results):
+    # The search cell's batch norms see their replica's rows only (inside
+    # the cell's control flow): close to one device, not equal.
+    result = results["ptb_search"]
+    assert result["traces"] == 1
+    for step in result["steps"]:
+        np.testing.assert_allclose(*step["loss"], rtol=1e-3)
+    assert result["max_weight_diff"] < 0.1
+
+
+def test_the_ptb_entry_point_trains_mirrored_and_resumes_on_one_device(
+        tmp_path):
+    data = write_tiny_ptb(tmp_path)
+    args = tiny_args(data, str(tmp_path / "run")) + [
+        "--child_fixed_arc=0 0 1 1 2", "--nocontroller_training"]
+    first = run_ptb_main(*args, "--num_epochs=1", "--num_cpu_devices=2",
+                         "--distribution_strategy=mirrored")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "Distribution: mirrored with 2 replicas" in first.stdout
+    assert "test_ppl" in first.stdout
+    second = run_ptb_main(*args, "--num_epochs=2")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Resuming from " in second.stdout
+
+
 def run_cifar(*args):
     return subprocess.run(
         [sys.executable, "-m", "src.cifar10.main", *args], cwd=REPO_ROOT,
@@ -122,7 +162,8 @@ def test_the_entry_point_trains_mirrored_and_resumes_on_one_device(
 @pytest.mark.parametrize("module, extra, fragment", [
     ("src.cifar10.main", ["--jit_compile=true"],
      "--jit_compile=true does not combine with --distribution_strategy"),
-    ("src.ptb.main", [], "is not available for the PTB model"),
+    ("src.ptb.main", ["--jit_compile=true"],
+     "--jit_compile=true does not combine with --distribution_strategy"),
     ("src.cifar10.main", ["--child_sync_replicas"],
      "--child_sync_replicas (TF1's SyncReplicasOptimizer"),
 ])
@@ -135,7 +176,8 @@ def test_unsupported_combinations_are_one_line_errors(tmp_path, module,
                                 num_test=8)
         args += tiny_cifar_args(data, str(tmp_path / "run"))
     else:
-        args += ["--search_for=enas", "--data_path=" + str(tmp_path)]
+        args += tiny_args(write_tiny_ptb(tmp_path),
+                          str(tmp_path / "run"))
     result = subprocess.run([sys.executable, "-m", module, *args],
                             cwd=REPO_ROOT, env=main_env(),
                             capture_output=True, text=True, timeout=600)

@@ -152,22 +152,10 @@ class ChildTrainer:
         replica's gradients of its share of the global objective summed,
         then norm, clipping and the update once (cross-replica)."""
         arc = self.arc_fn() if self.arc_fn is not None else None
-        none_grads = []  # which variables get no gradient (static)
-        # (none_grads reaches the replicas by closure: strategy.run would
-        # copy it as an argument.)
-        per_replica = self.strategy.run(
-            lambda x, y, a: self._replica_gradients(x, y, a, none_grads),
-            args=(images, labels, arc))
-
-        def total(value):
-            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, value,
-                                        axis=None)
-
-        grads_in, loss, correct = per_replica
-        grads_in = iter([total(g) for g in grads_in])
-        grads = [None if i in none_grads else next(grads_in)
-                 for i in range(len(self.variables))]
-        loss, correct = total(loss), total(correct)
+        grads, (loss, correct) = distribute.summed_gradients(
+            self.strategy, self._replica_gradients, (images, labels, arc))
+        loss = distribute.total(self.strategy, loss)
+        correct = distribute.total(self.strategy, correct)
         out = {"loss": loss, "train_acc": correct}
         if self.loss_scale is None:
             out["lr"], out["grad_norm"] = apply_gradients(
@@ -181,13 +169,12 @@ class ChildTrainer:
                     self.loss_scale)
         return out
 
-    def _replica_gradients(self, images, labels, arc, none_grads):
+    def _replica_gradients(self, images, labels, arc):
         """One replica's part of a step: its rows of the batch, the
         gradients of its share of the global objective (summed loss over
         the global batch size, 1 / replicas of the L2 term; scaled under
-        mixed precision). Returns (gradients that are not None, its share
-        of the mean loss, its correct count); records in `none_grads` the
-        indices of variables without a gradient."""
+        mixed precision). Returns (gradients, its share of the mean loss,
+        its correct count)."""
         images = distribute.replica_rows(images)
         labels = distribute.replica_rows(labels)
         global_n = tf.cast(distribute.global_sum(tf.shape(labels)[0]),
@@ -212,9 +199,7 @@ class ChildTrainer:
                     / float(distribute.num_replicas()))
             if self.loss_scale is not None:
                 objective = self.loss_scale.scale_loss(objective)
-        grads = tape.gradient(objective, self.variables)
-        none_grads[:] = [i for i, g in enumerate(grads) if g is None]
-        return ([g for g in grads if g is not None], loss,
+        return (tape.gradient(objective, self.variables), loss,
                 num_correct(logits, labels))
 
     def logits(self, images):

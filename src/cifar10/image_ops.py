@@ -40,31 +40,10 @@ def _add_batch_norm_weights(layer, c):
                                     initializer=zeros, autocast=False)
     layer.scale = layer.add_weight(name="scale", shape=(c,), initializer=ones,
                                    autocast=False)
-    layer.moving_mean = moving_weight(layer, "moving_mean", (c,), zeros)
-    layer.moving_variance = moving_weight(layer, "moving_variance", (c,),
-                                          ones)
-
-
-def moving_weight(layer, name, shape, initializer):
-    """A non-trainable float32 weight of `layer` that training updates in
-    place (moving statistics and their debiasing state).
-
-    Under a strategy with several replicas it is a sync-on-read variable
-    (each replica updates its own copy without a synchronisation point,
-    which tf.distribute does not allow inside the switch_case of a search
-    child; reads outside a step see the replicas' mean); otherwise exactly
-    `layer.add_weight`."""
-    if not distribute.several_replicas():
-        return layer.add_weight(name=name, shape=shape,
-                                initializer=initializer, trainable=False,
-                                autocast=False)
-    with keras.name_scope(layer.name, caller=layer):
-        variable = keras.Variable(
-            initializer=initializer, shape=shape, dtype="float32",
-            trainable=False, autocast=False, name=name,
-            synchronization="on_read", aggregation="mean")
-    layer._track_variable(variable)  # as add_weight does
-    return variable
+    layer.moving_mean = distribute.moving_weight(layer, "moving_mean", (c,),
+                                                 zeros)
+    layer.moving_variance = distribute.moving_weight(
+        layer, "moving_variance", (c,), ones)
 
 
 def _to_float32(x):
@@ -104,8 +83,10 @@ class BatchNorm(keras.layers.Layer):
         self._debias = {}
         for stat in ("moving_mean", "moving_variance"):
             self._debias[stat] = (
-                moving_weight(self, stat + "_biased", (c,), zeros),
-                moving_weight(self, stat + "_local_step", (), zeros))
+                distribute.moving_weight(self, stat + "_biased", (c,),
+                                         zeros),
+                distribute.moving_weight(self, stat + "_local_step", (),
+                                         zeros))
 
     def _update_moving(self, stat, value):
         biased, local_step = self._debias[stat]

@@ -19,6 +19,7 @@ weight dropout); BPTT windows have a fixed length; the reward is scored on
 one random validation window.
 """
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -68,6 +69,8 @@ class RunConfig:
     mixed_precision: bool = False
     deterministic: bool = False
     nan_policy: str = "stop"
+    distribution_strategy: str = "default"
+    num_cpu_devices: int = 0
 
     @property
     def searching(self):
@@ -85,12 +88,6 @@ def config_from_flags(f):
 
     if f.search_for is None:
         raise UserError("--search_for is required: pass --search_for=enas")
-    if f.distribution_strategy != "default":
-        raise UserError(
-            "--distribution_strategy={} is not available for the PTB model: "
-            "its steps carry the LSTM state from batch to batch on one "
-            "device; use --distribution_strategy=default".format(
-                f.distribution_strategy))
     if f.search_for != "enas":
         raise UserError("--search_for={!r} is unknown: the PTB search space "
                         "is enas (the reference's rhn and base were never "
@@ -172,7 +169,9 @@ def config_from_flags(f):
         controller_num_aggregate=f.controller_num_aggregate,
         reference_checkpoint=f.reference_checkpoint,
         jit_compile=f.jit_compile, mixed_precision=f.mixed_precision,
-        deterministic=f.deterministic, nan_policy=f.nan_policy)
+        deterministic=f.deterministic, nan_policy=f.nan_policy,
+        distribution_strategy=f.distribution_strategy,
+        num_cpu_devices=f.num_cpu_devices)
 
 
 def train(cfg):
@@ -193,17 +192,28 @@ def _train(cfg):
     import numpy as np
     import tensorflow as tf
 
-    from src import precision, run_log
+    from src import distribute, precision, run_log
     from src.checkpoints import RunCheckpoint
+    from src.errors import UserError
     from src.interrupts import StopRequest
     from src.nan_guard import NanGuard
     from src.ptb import data as ptb_data
     from src.ptb.ptb_child import PtbChild
     from src.ptb.ptb_trainer import PtbTrainer
 
+    distribute.split_cpu(cfg.num_cpu_devices)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
+    strategy = None
+    if cfg.distribution_strategy != "default":
+        if cfg.jit_compile == "true":
+            raise UserError("--jit_compile=true does not combine with "
+                            "--distribution_strategy: use --jit_compile=auto "
+                            "or false")
+        strategy = distribute.make_strategy(cfg.distribution_strategy)
+        print("Distribution: {} with {} replicas".format(
+            cfg.distribution_strategy, strategy.num_replicas_in_sync))
     if cfg.train_on_valid:
         print("note: --train_on_valid: training on the valid text, "
               "validating and testing on the test text")
@@ -226,42 +236,44 @@ def _train(cfg):
 
     print("-" * 80)
     print("Build model ptb_enas_model")
-    child = PtbChild(cfg.child)
-    search = None
-    trainer_arc_fn = None
-    if cfg.searching:
-        # The search needs the trainer's reward pass and the trainer the
-        # controller's samples: build the trainer with a late-bound arc_fn.
-        def trainer_arc_fn():
-            return search.sample_arc()
-    trainer = PtbTrainer(child, cfg.train, arc_fn=trainer_arc_fn,
-                         jit_compile=precision.resolve_jit_compile(
-                             cfg.jit_compile, cfg.searching, "ptb"),
-                         mixed_precision=cfg.mixed_precision,
-                         # The reward pass compiles once for every arc;
-                         # --jit_compile=false turns XLA off there too.
-                         reward_jit_compile=cfg.jit_compile != "false")
-    if cfg.searching:
-        from src.ptb.search import PtbSearch
-        with precision.float32_policy():  # controllers stay float32
-            search = PtbSearch(cfg, trainer, valid_rows)
-    print("-" * 80)
-    print("Model has {} parameters".format(
-        sum(int(np.prod(v.shape)) for v in trainer.variables)))
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        child = PtbChild(cfg.child)
+        search = None
+        trainer_arc_fn = None
+        if cfg.searching:
+            # The search needs the trainer's reward pass and the trainer the
+            # controller's samples: build the trainer with a late-bound arc_fn.
+            def trainer_arc_fn():
+                return search.sample_arc()
+        trainer = PtbTrainer(child, cfg.train, arc_fn=trainer_arc_fn,
+                             jit_compile=precision.resolve_jit_compile(
+                                 cfg.jit_compile, cfg.searching, "ptb"),
+                             mixed_precision=cfg.mixed_precision,
+                             # The reward pass compiles once for every arc;
+                             # --jit_compile=false turns XLA off there too.
+                             reward_jit_compile=cfg.jit_compile != "false",
+                             strategy=strategy)
+        if cfg.searching:
+            from src.ptb.search import PtbSearch
+            with precision.float32_policy():  # controllers stay float32
+                search = PtbSearch(cfg, trainer, valid_rows)
+        print("-" * 80)
+        print("Model has {} parameters".format(
+            sum(int(np.prod(v.shape)) for v in trainer.variables)))
 
-    best_valid_ppl = tf.Variable(BEST_VALID_PPL_START, dtype=tf.float64,
-                                 trainable=False, name="best_valid_ppl")
-    models = {"child": child}
-    objects = dict(trainer.checkpoint_objects())
-    objects["best_valid_ppl"] = best_valid_ppl
-    if search:
-        models["controller"] = search.controller
-        objects.update(search.checkpoint_objects())
-    ckpt = RunCheckpoint(cfg.output_dir, models=models, **objects)
-    restored = ckpt.restore_latest()
-    if restored is None and cfg.reference_checkpoint:
-        from src.reference_checkpoint import start_run_from
-        start_run_from(cfg.reference_checkpoint, trainer, search)
+        best_valid_ppl = tf.Variable(BEST_VALID_PPL_START, dtype=tf.float64,
+                                     trainable=False, name="best_valid_ppl")
+        models = {"child": child}
+        objects = dict(trainer.checkpoint_objects())
+        objects["best_valid_ppl"] = best_valid_ppl
+        if search:
+            models["controller"] = search.controller
+            objects.update(search.checkpoint_objects())
+        ckpt = RunCheckpoint(cfg.output_dir, models=models, **objects)
+        restored = ckpt.restore_latest()
+        if restored is None and cfg.reference_checkpoint:
+            from src.reference_checkpoint import start_run_from
+            start_run_from(cfg.reference_checkpoint, trainer, search)
     step = int(trainer.global_step.numpy())
     epoch = step // num_train_batches
     if restored:

@@ -66,6 +66,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from src import distribute
 from src.controller import WeightScope, seed_stream
 from src.errors import UserError
 from src.ptb.arcs import PTB_FUNCS, PtbArc, ptb_arc_length
@@ -189,7 +190,8 @@ def _block(w, index, rows):
 def variational_mask(shape, keep_prob, seed):
     """floor(u + keep) / keep, u uniform in [0, 1) (the reference's
     `_gen_mask`); seed: a keras SeedGenerator."""
-    u = keras.random.uniform(shape, dtype="float32", seed=seed)
+    # Under tf.distribute: this replica's rows of the global batch's draw.
+    u = distribute.uniform_rows(shape, seed)
     return tf.floor(u + keep_prob) / keep_prob
 
 
@@ -242,21 +244,17 @@ class PtbBatchNorm(keras.layers.Layer):
                                       initializer=zeros, autocast=False)
         self.scale = self.add_weight(name="scale", shape=(c,),
                                      initializer=ones, autocast=False)
-        self.moving_mean = self.add_weight(
-            name="moving_mean", shape=(c,), initializer=zeros,
-            trainable=False, autocast=False)
-        self.moving_variance = self.add_weight(
-            name="moving_variance", shape=(c,), initializer=ones,
-            trainable=False, autocast=False)
+        self.moving_mean = distribute.moving_weight(self, "moving_mean",
+                                                    (c,), zeros)
+        self.moving_variance = distribute.moving_weight(
+            self, "moving_variance", (c,), ones)
         self._debias = {}
         for stat in ("moving_mean", "moving_variance"):
             self._debias[stat] = (
-                self.add_weight(name=stat + "_biased", shape=(c,),
-                                initializer=zeros, trainable=False,
-                                autocast=False),
-                self.add_weight(name=stat + "_local_step", shape=(),
-                                initializer=zeros, trainable=False,
-                                autocast=False))
+                distribute.moving_weight(self, stat + "_biased", (c,),
+                                         zeros),
+                distribute.moving_weight(self, stat + "_local_step", (),
+                                         zeros))
         self.built = True
 
     def normalize(self, x, training):
@@ -265,7 +263,9 @@ class PtbBatchNorm(keras.layers.Layer):
         dtype = x.dtype
         x = tf.cast(x, tf.float32)
         if training:
-            mean, variance = tf.nn.moments(x, [0])
+            # The global batch's moments under tf.distribute (where it can
+            # synchronise: not inside the search cell's control flow).
+            mean, variance = distribute.moments(x, [0])
             y = (self.scale * (x - mean) / tf.sqrt(self.epsilon + variance)
                  + self.offset)
             return tf.cast(y, dtype), mean, variance

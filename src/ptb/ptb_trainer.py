@@ -22,7 +22,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from src import precision, schedules
+from src import distribute, precision, schedules
 from src.ptb import data as ptb_data
 from src.ptb.ptb_child import BakedArc
 from src.train_ops import TrainConfig, clip_gradients, l2_loss, make_optimizer
@@ -95,6 +95,13 @@ class PtbTrainer:
     `skipped` (its scaled gradients were not finite: no weight and no moving
     average changed, the scale halved; `grad_norm` is then not finite).
 
+    strategy: a tf.distribute strategy (None: one device). With one,
+    build the child and the trainer under `strategy.scope()`; each training
+    step splits the windows' rows and the carried state's over the replicas
+    (`src.distribute`), sums the gradients and puts the next state's rows
+    back in order; evaluation and the reward pass run on whole batches in
+    the cross-replica context. XLA is used for neither then.
+
     Moving average (cfg.moving_average = d): the reference wraps its
     optimiser in TF1's `MovingAverageOptimizer`, i.e. an
     `ExponentialMovingAverage(d)` without num_updates over the optimiser's
@@ -110,7 +117,9 @@ class PtbTrainer:
     """
 
     def __init__(self, child, cfg, arc_fn=None, jit_compile=None,
-                 mixed_precision=False, reward_jit_compile=None):
+                 mixed_precision=False, reward_jit_compile=None,
+                 strategy=None):
+        self.strategy = strategy
         self.child = child
         self.cfg = cfg
         self.arc_fn = arc_fn
@@ -138,9 +147,15 @@ class PtbTrainer:
             # (search) it is many times slower, so it is off there.
             jit_compile = precision.resolve_jit_compile(
                 "auto", child.searching, "ptb")
+        if strategy is not None:
+            jit_compile = False  # XLA does not compile strategy.run
         self.jit_compile = jit_compile
         if reward_jit_compile is None:
             reward_jit_compile = True
+        if strategy is not None:
+            # An XLA cluster cannot read the replicas' copies of the
+            # sync-on-read moving statistics (other devices).
+            reward_jit_compile = False
         self.reward_jit_compile = bool(reward_jit_compile)
         self.train_step = tf.function(self._train_step,
                                       input_signature=window,
@@ -176,34 +191,81 @@ class PtbTrainer:
         for v in self.child.train_states:
             v.assign(tf.zeros_like(v))
 
+    def _objective(self, x, y, state, arc, batch, replicas=1):
+        """(loss, objective, nll [N, T], next state) of one window: the
+        loss is the summed NLL over `batch` (the global batch size), the
+        objective adds the regularisers (over `batch` too) and the L2 term
+        (its 1 / `replicas` share). Call under a gradient tape."""
+        cfg = self.cfg
+        nll, outputs, next_state = self.child.token_nll(
+            x, y, state, arc=arc, training=True)
+        # The regularisers in float32 (sums of squares overflow float16).
+        outputs = precision.float32(outputs)
+        loss = tf.reduce_sum(nll) / batch
+        objective = loss
+        if cfg.rnn_l2_reg is not None:
+            objective += (cfg.rnn_l2_reg * tf.reduce_sum(outputs ** 2)
+                          / batch)
+        if cfg.rnn_slowness_reg is not None:
+            diff = tf.reduce_sum(
+                (outputs[:, 1:, :] - outputs[:, :-1, :]) ** 2)
+            objective += cfg.rnn_slowness_reg * diff / batch
+        if cfg.l2_reg > 0:
+            l2 = cfg.l2_reg * l2_loss(self.variables)
+            objective += l2 if replicas == 1 else l2 / float(replicas)
+        return loss, objective, nll, next_state
+
+    def _replica_gradients(self, x, y, state, arc):
+        """One replica's part of a distributed step: its rows of the
+        windows and of the carried state, the gradients of its share of the
+        global objective (scaled under mixed precision). Returns
+        (gradients, its share of the loss, its NLL sum and count, its rows
+        of the next state)."""
+        x, y = distribute.replica_rows(x), distribute.replica_rows(y)
+        state = tf.transpose(distribute.replica_rows(
+            tf.transpose(state, [1, 0, 2])), [1, 0, 2])
+        batch = tf.cast(distribute.global_sum(tf.shape(x)[0]), tf.float32)
+        with tf.GradientTape() as tape:
+            loss, objective, nll, next_state = self._objective(
+                x, y, state, arc, batch, distribute.num_replicas())
+            if self.loss_scale is not None:
+                objective = self.loss_scale.scale_loss(objective)
+        return (tape.gradient(objective, self.variables), loss,
+                tf.reduce_sum(nll), tf.cast(tf.size(nll), tf.float32),
+                next_state)
+
     def _train_step(self, x, y):
         child, cfg = self.child, self.cfg
-        batch = tf.cast(tf.shape(x)[0], tf.float32)
         arc = self.arc_fn() if child.searching else None
         state = tf.stack([tf.convert_to_tensor(v)
                           for v in child.train_states])
-        with tf.GradientTape() as tape:
-            nll, outputs, next_state = child.token_nll(
-                x, y, state, arc=arc, training=True)
-            # The regularisers in float32 (sums of squares overflow float16).
-            outputs = precision.float32(outputs)
-            loss = tf.reduce_sum(nll) / batch
-            objective = loss
-            if cfg.rnn_l2_reg is not None:
-                objective += (cfg.rnn_l2_reg * tf.reduce_sum(outputs ** 2)
-                              / batch)
-            if cfg.rnn_slowness_reg is not None:
-                diff = tf.reduce_sum(
-                    (outputs[:, 1:, :] - outputs[:, :-1, :]) ** 2)
-                objective += cfg.rnn_slowness_reg * diff / batch
-            if cfg.l2_reg > 0:
-                objective += cfg.l2_reg * l2_loss(self.variables)
-        if self.loss_scale is None:
-            grads = tape.gradient(objective, self.variables)
-        else:
+        if self.loss_scale is not None:
             scale = tf.identity(self.loss_scale.scale)
-            grads, finite = self.loss_scale.gradients(tape, objective,
-                                                      self.variables)
+        if self.strategy is None:
+            batch = tf.cast(tf.shape(x)[0], tf.float32)
+            with tf.GradientTape() as tape:
+                loss, objective, nll, next_state = self._objective(
+                    x, y, state, arc, batch)
+            if self.loss_scale is None:
+                grads = tape.gradient(objective, self.variables)
+            else:
+                grads, finite = self.loss_scale.gradients(tape, objective,
+                                                          self.variables)
+            train_ppl = tf.exp(tf.reduce_mean(nll))
+        else:
+            # Each replica takes its rows of the windows and of the state;
+            # the gradients are summed, the state's rows put back in order.
+            grads, (loss, nll_sum, count, next_state) = \
+                distribute.summed_gradients(self.strategy,
+                                            self._replica_gradients,
+                                            (x, y, state, arc))
+            loss = distribute.total(self.strategy, loss)
+            train_ppl = tf.exp(distribute.total(self.strategy, nll_sum)
+                               / distribute.total(self.strategy, count))
+            next_state = tf.ensure_shape(
+                self.strategy.gather(next_state, axis=1), state.shape)
+            if self.loss_scale is not None:
+                grads, finite = self.loss_scale.unscale(grads)
         grad_norm = tf.linalg.global_norm(grads)
         grads = clip_gradients(grads, cfg.clip_mode, cfg.grad_bound)
         lr = schedules.learning_rate(self.optimizer.iterations, cfg.lr)
@@ -238,7 +300,7 @@ class PtbTrainer:
             v.assign(tf.where(tf.math.is_finite(loss),
                               tf.stop_gradient(s), v))
         out = {"loss": loss, "lr": lr, "grad_norm": grad_norm,
-               "train_ppl": tf.exp(tf.reduce_mean(nll))}
+               "train_ppl": train_ppl}
         if self.loss_scale is not None:
             out["loss_scale"] = scale
             out["skipped"] = skipped
