@@ -4,15 +4,13 @@ handling: tiny PTB runs in subprocesses, deterministic ops on."""
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.ptb_fixtures import (REPO_ROOT, main_env, run_ptb_main, tiny_args,
-                                write_tiny_ptb)
+from tests.ptb_fixtures import run_ptb_main, tiny_args, write_tiny_ptb
+from tests.reliability_helpers import checkpoint_tensors, numbers, run_until
 
 SEARCH = ["--controller_training", "--controller_train_every=1",
           "--controller_train_steps=3", "--controller_num_aggregate=2",
@@ -24,43 +22,6 @@ SEARCH = ["--controller_training", "--controller_train_every=1",
 @pytest.fixture(scope="module")
 def tiny_ptb(tmp_path_factory):
     return write_tiny_ptb(tmp_path_factory.mktemp("ptb"))
-
-
-def checkpoint_tensors(output_dir):
-    """name -> value of every tensor in the run's newest checkpoint (but
-    `save_counter`, which counts the saves)."""
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(output_dir))
-    return {name: reader.get_tensor(name)
-            for name in reader.get_variable_to_shape_map()
-            if not name.startswith("save_counter")}
-
-
-def numbers(log):
-    """The log's lines without the wall-clock parts (mins=...)."""
-    out = []
-    for line in log.splitlines():
-        if "mins=" in line:
-            line = line[:line.index("mins=")]
-        out.append(line.rstrip())
-    return out
-
-
-def run_until(args, trigger, sig):
-    """Starts the entry point, sends `sig` once a stdout line contains
-    `trigger`, waits for it to end; returns (exit status, stdout)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "src.ptb.main", *args], cwd=REPO_ROOT,
-        env=main_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        text=True)
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if trigger in line:
-            proc.send_signal(sig)
-            break
-    rest = proc.stdout.read()
-    proc.wait(timeout=300)
-    return proc.returncode, "".join(seen) + rest
 
 
 def test_search_killed_at_several_points_resumes_to_the_uninterrupted_run(
@@ -76,7 +37,8 @@ def test_search_killed_at_several_points_resumes_to_the_uninterrupted_run(
     # architecture printout.
     for trigger in ("ch_step=25 ", "Epoch 2: Training controller",
                     "Here are 10 architectures"):
-        status, log = run_until(args, trigger, signal.SIGKILL)
+        status, log = run_until("src.ptb.main", args, trigger,
+                                signal.SIGKILL)
         assert status == -signal.SIGKILL, log[-2000:]
     last = run_ptb_main(*args)
     assert last.returncode == 0, last.stderr[-3000:]
@@ -108,7 +70,8 @@ def test_sigterm_saves_mid_epoch_and_the_resumed_run_matches(tiny_ptb,
 
     out_dir = str(tmp_path / "stopped")
     args = tiny_args(tiny_ptb, out_dir) + fixed
-    status, log = run_until(args, "ch_step=7 ", signal.SIGTERM)
+    status, log = run_until("src.ptb.main", args, "ch_step=7 ",
+                            signal.SIGTERM)
     assert status == 128 + signal.SIGTERM, log[-2000:]
     assert "SIGTERM: saved " in log and "run again" in log
     resumed = run_ptb_main(*args)

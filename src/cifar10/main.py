@@ -264,7 +264,8 @@ def _train(cfg):
     distribute.split_cpu(cfg.num_cpu_devices)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
-        tf.config.experimental.enable_op_determinism()
+        from src.determinism import enable_determinism
+        enable_determinism()
     strategy = None
     if cfg.distribution_strategy != "default":
         strategy = distribute.make_strategy(cfg.distribution_strategy)
