@@ -35,20 +35,28 @@ import time
 
 from absl import flags
 
-flags.DEFINE_string("config", "macro_fixed_cpu",
-                    "Configuration to time, or 'all'.")
-flags.DEFINE_string("json", None, "Write the result(s) to this JSON file.")
-flags.DEFINE_integer("warmup", 5, "Untimed steps after the first (tracing) "
-                     "one (the published numbers: 5).", lower_bound=0)
-flags.DEFINE_integer("steps", 20, "Timed steps (the published numbers: 20; "
-                     "fewer for the slow *_full configurations).",
-                     lower_bound=1)
-flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
-                  "XLA for the timed steps, as the entry points' flag: auto "
-                  "(their measured choice per space and mode), true, false.")
-flags.DEFINE_boolean("mixed_precision", False,
-                     "Build the children under the mixed_float16 policy "
-                     "with loss-scaled trainers, as the entry points' flag.")
+
+def define_flags(flag_values=flags.FLAGS):
+    """The benchmark's flags, defined when it runs (not on import: the
+    entry points define flags of the same names, and tests import both)."""
+    def define(kind, *args, **kwargs):
+        getattr(flags, "DEFINE_" + kind)(*args, flag_values=flag_values,
+                                         **kwargs)
+    define("string", "config", "macro_fixed_cpu",
+           "Configuration to time, or 'all'.")
+    define("string", "json", None, "Write the result(s) to this JSON file.")
+    define("integer", "warmup", 5, "Untimed steps after the first (tracing) "
+           "one (the published numbers: 5).", lower_bound=0)
+    define("integer", "steps", 20, "Timed steps (the published numbers: 20; "
+           "fewer for the slow *_full configurations).", lower_bound=1)
+    define("enum", "jit_compile", "auto", ["auto", "true", "false"],
+           "XLA for the timed steps, as the entry points' flag: auto "
+           "(their measured choice per space and mode), true, false.")
+    define("boolean", "mixed_precision", False,
+           "Build the children under the mixed_float16 policy with "
+           "loss-scaled trainers, as the entry points' flag.")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -635,7 +643,6 @@ def ptb_test_eval_cpu():
     ptb_final.sh): one 'step' is the whole pass the fast way; `extra`
     times the reference's way (one word per call) on 2000 words and
     scales it to the whole set."""
-    import numpy as np
     import tensorflow as tf
 
     _, _, trainer = _ptb_parts(64, 20, fixed_arc=PTB_FINAL_ARC)
@@ -834,4 +841,5 @@ def main(argv):
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from src import entry_point
+    define_flags()
     entry_point.run(main)

@@ -56,3 +56,30 @@ def start_run(argv, flag_values, user_flags, config_from_flags):
     run_log.print_flags(flag_values, user_flags)
     run_log.write_flagfile(cfg.output_dir, flag_values, user_flags)
     return cfg
+
+
+def prepare_run(cfg):
+    """The start of a run's work both entry points share, before any model:
+    the CPU split (`--num_cpu_devices`), the seeds, `--deterministic`, and
+    the `--distribution_strategy` (announced in one line). Returns the
+    strategy, or None for `default`."""
+    import keras
+
+    from src import distribute
+    from src.errors import UserError
+
+    distribute.split_cpu(cfg.num_cpu_devices)
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        from src.determinism import enable_determinism
+        enable_determinism()
+    if cfg.distribution_strategy == "default":
+        return None
+    if cfg.jit_compile == "true":
+        raise UserError("--jit_compile=true does not combine with "
+                        "--distribution_strategy: use --jit_compile=auto or "
+                        "false")
+    strategy = distribute.make_strategy(cfg.distribution_strategy)
+    print("Distribution: {} with {} replicas".format(
+        cfg.distribution_strategy, strategy.num_replicas_in_sync))
+    return strategy

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import sys
 import time
 
 from absl import flags
@@ -249,11 +248,9 @@ def _train(cfg):
     """The reference's `train()` loop: child epochs, then (when searching)
     the controller's training and its 10 sample architectures, then the
     evaluations, then a checkpoint."""
-    import keras
     import numpy as np
-    import tensorflow as tf
 
-    from src import distribute, precision, run_log
+    from src import entry_point, precision, run_log
     from src.checkpoints import RunCheckpoint
     from src.cifar10 import data as cifar_data
     from src.cifar10.child_trainer import ChildTrainer
@@ -261,16 +258,7 @@ def _train(cfg):
     from src.nan_guard import NanGuard
     from src.cifar10.macro_child import MacroChild
 
-    distribute.split_cpu(cfg.num_cpu_devices)
-    keras.utils.set_random_seed(cfg.seed)
-    if cfg.deterministic:
-        from src.determinism import enable_determinism
-        enable_determinism()
-    strategy = None
-    if cfg.distribution_strategy != "default":
-        strategy = distribute.make_strategy(cfg.distribution_strategy)
-        print("Distribution: {} with {} replicas".format(
-            cfg.distribution_strategy, strategy.num_replicas_in_sync))
+    strategy = entry_point.prepare_run(cfg)
     data = cifar_data.read_data(cfg.data_path, num_valids=cfg.num_valids,
                                 download=cfg.download)
     num_train = data.num_examples("train")

@@ -22,7 +22,6 @@ one random validation window.
 import contextlib
 import dataclasses
 import os
-import sys
 import time
 
 from absl import flags
@@ -188,33 +187,18 @@ def _train(cfg):
     sample architectures (when searching), the validation perplexity, the
     test perplexity when validation improves, and a checkpoint; the test
     perplexity again at the end."""
-    import keras
     import numpy as np
     import tensorflow as tf
 
-    from src import distribute, precision, run_log
+    from src import entry_point, precision, run_log
     from src.checkpoints import RunCheckpoint
-    from src.errors import UserError
     from src.interrupts import StopRequest
     from src.nan_guard import NanGuard
     from src.ptb import data as ptb_data
     from src.ptb.ptb_child import PtbChild
     from src.ptb.ptb_trainer import PtbTrainer
 
-    distribute.split_cpu(cfg.num_cpu_devices)
-    keras.utils.set_random_seed(cfg.seed)
-    if cfg.deterministic:
-        from src.determinism import enable_determinism
-        enable_determinism()
-    strategy = None
-    if cfg.distribution_strategy != "default":
-        if cfg.jit_compile == "true":
-            raise UserError("--jit_compile=true does not combine with "
-                            "--distribution_strategy: use --jit_compile=auto "
-                            "or false")
-        strategy = distribute.make_strategy(cfg.distribution_strategy)
-        print("Distribution: {} with {} replicas".format(
-            cfg.distribution_strategy, strategy.num_replicas_in_sync))
+    strategy = entry_point.prepare_run(cfg)
     if cfg.train_on_valid:
         print("note: --train_on_valid: training on the valid text, "
               "validating and testing on the test text")
