@@ -19,8 +19,12 @@ FINAL = ("0 2 0 0 0 4 0 1 0 4 1 1 1 0 0 1 0 2 1 1 "
          "1 0 1 0 0 3 0 2 1 1 3 1 1 0 0 4 0 3 1 1")
 
 
+SEARCH_CELLS = 2  # the search test's child: small, most of its time traces
+
+
 def micro_config(data_path, output_dir, num_epochs, fixed_arc=None):
     searching = fixed_arc is None
+    cells = SEARCH_CELLS if searching else 5
     lr = schedules.LrConfig(lr_cosine=True, lr_max=0.05, lr_min=0.0005,
                             lr_T_0=1, lr_T_mul=2)
     return cifar_main.RunConfig(
@@ -29,7 +33,7 @@ def micro_config(data_path, output_dir, num_epochs, fixed_arc=None):
         batch_size=16, num_epochs=num_epochs, log_every=2,
         eval_every_epochs=1, seed=5, cutout_size=None, download=False,
         child=MicroConfig(
-            num_layers=0 if searching else 1, num_cells=5, out_filters=4,
+            num_layers=0 if searching else 1, num_cells=cells, out_filters=4,
             keep_prob=0.9,
             drop_path_keep_prob=0.6, use_aux_heads=not searching,
             fixed_arc=(None if searching else arcs.MicroArc.parse(FINAL, 5)),
@@ -37,7 +41,7 @@ def micro_config(data_path, output_dir, num_epochs, fixed_arc=None):
         train=TrainConfig(l2_reg=1e-4, clip_mode="norm", grad_bound=5.0,
                           lr=lr),
         lr_dec_every_epochs=100,
-        controller=(MicroControllerConfig(num_cells=5, tanh_constant=1.1,
+        controller=(MicroControllerConfig(num_cells=cells, tanh_constant=1.1,
                                           op_tanh_reduce=2.5, seed=5)
                     if searching else None),
         reinforce=(ReinforceConfig(lr=3.5e-3, entropy_weight=1e-4,
@@ -60,7 +64,7 @@ def test_micro_search_prints_normal_and_reduce_cells_and_records_them(
                                                         "arcs.jsonl"))]
     assert len(records) == 10
     for r in records:
-        arc = arcs.MicroArc.parse(r["arc"], 5)
+        arc = arcs.MicroArc.parse(r["arc"], SEARCH_CELLS)
         normal, reduce_ = arc.cell_lines()
         assert r["normal"] == " ".join(map(str, normal))
         assert r["reduce"] == " ".join(map(str, reduce_))
