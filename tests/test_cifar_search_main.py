@@ -1,11 +1,11 @@
 """The macro search loop end to end on tiny data: controller lines, the 10
-architectures, arcs.jsonl / best_arc.txt, and exact resume."""
+architectures, arcs.jsonl / best_arc.txt. (Exact resume, killed at three
+points, is tests/test_reliability_cifar.py.)"""
 
 import json
 import os
 
 import numpy as np
-import tensorflow as tf
 
 from src import schedules
 from src.cifar10 import arcs, main as cifar_main
@@ -64,27 +64,3 @@ def test_search_prints_controller_lines_and_records_the_architectures(
     best = max(records, key=lambda r: r["reward"])
     assert open(os.path.join(out_dir, "best_arc.txt")).read().strip() == \
         best["arc"]
-
-
-def saved_state(output_dir):
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(output_dir))
-    return {name: reader.get_tensor(name)
-            for name in reader.get_variable_to_shape_map()
-            if name.startswith(("child/", "controller", "optimizer/"))}
-
-
-def test_resumed_search_equals_the_uninterrupted_one(fake_cifar, tmp_path):
-    straight, resumed = str(tmp_path / "a"), str(tmp_path / "b")
-    for d in (straight, resumed):
-        os.makedirs(d)
-    assert cifar_main.train(search_config(fake_cifar, straight, 2)) == 0
-    assert cifar_main.train(search_config(fake_cifar, resumed, 1)) == 0
-    assert cifar_main.train(search_config(fake_cifar, resumed, 2)) == 0
-    a, b = saved_state(straight), saved_state(resumed)
-    assert a.keys() == b.keys()
-    assert any(k.startswith("controller_baseline") for k in a)
-    assert any(k.startswith("controller/") for k in a)
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-    assert open(os.path.join(straight, "arcs.jsonl")).read() == \
-        open(os.path.join(resumed, "arcs.jsonl")).read()
