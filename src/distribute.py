@@ -69,17 +69,6 @@ def make_strategy(name):
                     "{}".format(name, ", ".join(STRATEGIES)))
 
 
-def is_chief(strategy):
-    """Whether this process writes the run's files (always, but on the
-    non-chief workers of a multi-worker run)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
-        return True
-    return resolver.task_type in (None, "chief") or (
-        resolver.task_type == "worker" and resolver.task_id == 0
-        and "chief" not in resolver.cluster_spec().as_dict())
-
-
 def several_replicas():
     """Whether a strategy with more than one replica is in scope (variables
     created now are distributed)."""
@@ -131,12 +120,20 @@ def moments(x, axes):
     batch axis 0)."""
     if _synced_context() is None:
         return tf.nn.moments(x, axes)
-    total = global_sum(tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)),
-                               x.dtype))
-    mean = global_sum(tf.reduce_sum(x, axis=axes, keepdims=True)) / total
-    variance = global_sum(tf.reduce_sum(tf.square(x - mean), axis=axes,
-                                        keepdims=True)) / total
+    mean, variance, _ = _global_moments(x, axes)
     return tf.squeeze(mean, axes), tf.squeeze(variance, axes)
+
+
+def _global_moments(x, axes):
+    """(mean, biased variance, count) of x over `axes` across the replicas
+    of a step, the first two with `axes` kept. Two passes (the mean, then
+    the squared deviations from it), as precise as the fused kernel's."""
+    count = global_sum(tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)),
+                               x.dtype))
+    mean = global_sum(tf.reduce_sum(x, axis=axes, keepdims=True)) / count
+    variance = global_sum(tf.reduce_sum(tf.square(x - mean), axis=axes,
+                                        keepdims=True)) / count
+    return mean, variance, count
 
 
 def _synced_context():
@@ -184,33 +181,25 @@ def fused_batch_norm(x, scale, offset, epsilon, data_format):
     `tf.compat.v1.nn.fused_batch_norm(..., is_training=True)` returns them
     (variance Bessel-corrected), over the whole global batch.
 
-    Inside a multi-replica step the per-channel moments come from
-    all-reduces of each replica's sums (count and sum, then squared
-    deviations from the global mean), and the input is normalised with them; elsewhere this is TF's fused kernel,
-    unchanged. x: float32 [N, H, W, C] (NHWC) or [N, C, H, W] (NCHW).
+    Inside a multi-replica step the per-channel moments are the global
+    batch's (`_global_moments`) and the input is normalised with them;
+    elsewhere this is TF's fused kernel, unchanged. x: float32
+    [N, H, W, C] (NHWC) or [N, C, H, W] (NCHW).
     """
     if _synced_context() is None:
         return tf.compat.v1.nn.fused_batch_norm(
             x, scale, offset, epsilon=epsilon, data_format=data_format,
             is_training=True)
     axes = [0, 1, 2] if data_format == "NHWC" else [0, 2, 3]
-    count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), x.dtype)
-    # Two passes (the mean, then the squared deviations from it), as
-    # precise as the fused kernel's moments.
-    total = global_sum(count)
-    mean = global_sum(tf.reduce_sum(x, axis=axes)) / total
-    centred = x - _broadcast(mean, data_format)
-    variance = global_sum(tf.reduce_sum(tf.square(centred), axis=axes)) \
-        / total
-    inv = tf.math.rsqrt(variance + epsilon) * scale
-    y = centred * _broadcast(inv, data_format) \
-        + _broadcast(offset, data_format)
-    bessel = variance * total / tf.maximum(total - 1.0, 1.0)
-    return y, mean, bessel
+    mean, variance, count = _global_moments(x, axes)
 
+    def per_channel(v):
+        return v if data_format == "NHWC" else tf.reshape(v, [1, -1, 1, 1])
 
-def _broadcast(v, data_format):
-    return v if data_format == "NHWC" else tf.reshape(v, [1, -1, 1, 1])
+    y = ((x - mean) * (tf.math.rsqrt(variance + epsilon) * per_channel(scale))
+         + per_channel(offset))
+    mean, variance = tf.squeeze(mean, axes), tf.squeeze(variance, axes)
+    return y, mean, variance * count / tf.maximum(count - 1.0, 1.0)
 
 
 def _global_rows_shape(shape):
@@ -260,11 +249,9 @@ def summed_gradients(strategy, replica_fn, args):
     # (`missing` reaches the replicas by closure: strategy.run would copy
     # a list passed as an argument.)
     grads, *extras = strategy.run(run, args=args)
-    summed = iter([strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None)
-                   for g in grads])
-    total = len(grads) + len(missing)
-    return ([None if i in missing else next(summed) for i in range(total)],
-            extras)
+    summed = iter([total(strategy, g) for g in grads])
+    return ([None if i in missing else next(summed)
+             for i in range(len(grads) + len(missing))], extras)
 
 
 def total(strategy, value):

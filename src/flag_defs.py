@@ -54,3 +54,13 @@ def define_shared_port_flags(d):
       "(port) Split the CPU into this many logical devices (0: as found), "
       "so --distribution_strategy=mirrored runs several replicas without a "
       "GPU (for testing; it adds no compute).", lower_bound=0)
+
+
+def port_options(f):
+    """The RunConfig fields of `define_shared_port_flags`' flags, read from
+    the parsed flags `f` (both entry points' configs have them)."""
+    return dict(reference_checkpoint=f.reference_checkpoint,
+                jit_compile=f.jit_compile, mixed_precision=f.mixed_precision,
+                deterministic=f.deterministic, nan_policy=f.nan_policy,
+                distribution_strategy=f.distribution_strategy,
+                num_cpu_devices=f.num_cpu_devices)

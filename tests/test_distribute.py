@@ -112,19 +112,27 @@ def test_mirrored_ptb_search_trains_every_arc_in_one_trace(results):
     assert result["max_weight_diff"] < 0.1
 
 
+def mirrored_then_resumed(run, args, finished):
+    """Runs an entry point (`run(*args)`) for one epoch under `mirrored` on
+    two CPU devices, then for a second epoch under `default`; returns the
+    second run's stdout. `finished`: a line the first run's end prints."""
+    first = run(*args, "--num_epochs=1", "--num_cpu_devices=2",
+                "--distribution_strategy=mirrored")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "Distribution: mirrored with 2 replicas" in first.stdout
+    assert finished in first.stdout
+    second = run(*args, "--num_epochs=2")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Resuming from " in second.stdout
+    return second.stdout
+
+
 def test_the_ptb_entry_point_trains_mirrored_and_resumes_on_one_device(
         tmp_path):
     data = write_tiny_ptb(tmp_path)
     args = tiny_args(data, str(tmp_path / "run")) + [
         "--child_fixed_arc=0 0 1 1 2", "--nocontroller_training"]
-    first = run_ptb_main(*args, "--num_epochs=1", "--num_cpu_devices=2",
-                         "--distribution_strategy=mirrored")
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "Distribution: mirrored with 2 replicas" in first.stdout
-    assert "test_ppl" in first.stdout
-    second = run_ptb_main(*args, "--num_epochs=2")
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "Resuming from " in second.stdout
+    mirrored_then_resumed(run_ptb_main, args, "test_ppl")
 
 
 def run_cifar(*args):
@@ -146,17 +154,9 @@ def test_the_entry_point_trains_mirrored_and_resumes_on_one_device(
         tmp_path):
     data = write_fake_cifar(tmp_path / "cifar", num_per_batch=8,
                             num_test=8)
-    out_dir = str(tmp_path / "run")
-    args = tiny_cifar_args(data, out_dir)
-    first = run_cifar(*args, "--num_epochs=1", "--num_cpu_devices=2",
-                      "--distribution_strategy=mirrored")
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "Distribution: mirrored with 2 replicas" in first.stdout
-    assert "test_accuracy: " in first.stdout
-    second = run_cifar(*args, "--num_epochs=2")
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "Resuming from " in second.stdout
-    assert "(epoch 1, step 2)" in second.stdout
+    args = tiny_cifar_args(data, str(tmp_path / "run"))
+    resumed = mirrored_then_resumed(run_cifar, args, "test_accuracy: ")
+    assert "(epoch 1, step 2)" in resumed
 
 
 @pytest.mark.parametrize("module, extra, fragment", [

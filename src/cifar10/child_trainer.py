@@ -12,7 +12,6 @@ import numpy as np
 import tensorflow as tf
 
 from src import distribute, precision, schedules
-from src.errors import UserError
 from src.train_ops import (apply_gradients, apply_train_step, l2_loss,
                            make_optimizer)
 
@@ -65,16 +64,15 @@ class ChildTrainer:
     `strategy.scope()`; each training step splits its batch over the
     replicas as `src.distribute` describes (the same arc on every replica,
     gradients summed, one update). Evaluation runs on whole batches in the
-    cross-replica context. XLA is not available with a strategy.
+    cross-replica context. XLA is not used with a strategy
+    (`entry_point.prepare_run` rejects --jit_compile=true with one).
     """
 
     def __init__(self, child, train_cfg, jit_compile=False, arc_fn=None,
                  eval_training_mode=False, train_aux_head=False,
                  mixed_precision=False, strategy=None):
-        if strategy is not None and jit_compile:
-            raise UserError("--jit_compile=true does not combine with "
-                            "--distribution_strategy: use --jit_compile=auto "
-                            "or false")
+        if strategy is not None:
+            jit_compile = False  # XLA does not compile strategy.run
         self.strategy = strategy
         self.child = child
         self.cfg = train_cfg

@@ -15,6 +15,7 @@ import time
 
 from absl import flags
 
+from src import flag_defs
 from src.cifar10 import flags as cifar_flags
 
 cifar_flags.define_flags()
@@ -229,11 +230,7 @@ def config_from_flags(f):
         eval_training_mode=bool(searching and f.search_for == "micro"
                                 and f.child_search_eval_training_mode),
         train_aux_head=f.child_train_aux_head,
-        reference_checkpoint=f.reference_checkpoint,
-        jit_compile=f.jit_compile, mixed_precision=f.mixed_precision,
-        deterministic=f.deterministic, nan_policy=f.nan_policy,
-        distribution_strategy=f.distribution_strategy,
-        num_cpu_devices=f.num_cpu_devices)
+        **flag_defs.port_options(f))
 
 
 def train(cfg):
@@ -251,7 +248,7 @@ def _train(cfg):
     import numpy as np
 
     from src import entry_point, precision, run_log
-    from src.checkpoints import RunCheckpoint
+    from src.checkpoints import open_run_checkpoint
     from src.cifar10 import data as cifar_data
     from src.cifar10.child_trainer import ChildTrainer
     from src.interrupts import StopRequest
@@ -299,16 +296,8 @@ def _train(cfg):
         print("Model has {} params".format(
             sum(int(np.prod(v.shape)) for v in trainer.variables)))
 
-        models = {"child": child}
-        objects = dict(trainer.checkpoint_objects())
-        if search:
-            models["controller"] = search.controller
-            objects.update(search.checkpoint_objects())
-        ckpt = RunCheckpoint(cfg.output_dir, models=models, **objects)
-        restored = ckpt.restore_latest()
-        if restored is None and cfg.reference_checkpoint:
-            from src.reference_checkpoint import start_run_from
-            start_run_from(cfg.reference_checkpoint, trainer, search)
+        ckpt, restored = open_run_checkpoint(
+            cfg.output_dir, child, trainer, search, cfg.reference_checkpoint)
     step = int(trainer.global_step.numpy())
     epoch = step // num_train_batches
     if restored:

@@ -26,6 +26,7 @@ import time
 
 from absl import flags
 
+from src import flag_defs
 from src.ptb import flags as ptb_flags
 from src.ptb.log_lines import print_evaluation, train_line
 
@@ -166,11 +167,7 @@ def config_from_flags(f):
         controller_train_every=f.controller_train_every,
         controller_train_steps=f.controller_train_steps,
         controller_num_aggregate=f.controller_num_aggregate,
-        reference_checkpoint=f.reference_checkpoint,
-        jit_compile=f.jit_compile, mixed_precision=f.mixed_precision,
-        deterministic=f.deterministic, nan_policy=f.nan_policy,
-        distribution_strategy=f.distribution_strategy,
-        num_cpu_devices=f.num_cpu_devices)
+        **flag_defs.port_options(f))
 
 
 def train(cfg):
@@ -191,7 +188,7 @@ def _train(cfg):
     import tensorflow as tf
 
     from src import entry_point, precision, run_log
-    from src.checkpoints import RunCheckpoint
+    from src.checkpoints import open_run_checkpoint
     from src.interrupts import StopRequest
     from src.nan_guard import NanGuard
     from src.ptb import data as ptb_data
@@ -248,17 +245,9 @@ def _train(cfg):
 
         best_valid_ppl = tf.Variable(BEST_VALID_PPL_START, dtype=tf.float64,
                                      trainable=False, name="best_valid_ppl")
-        models = {"child": child}
-        objects = dict(trainer.checkpoint_objects())
-        objects["best_valid_ppl"] = best_valid_ppl
-        if search:
-            models["controller"] = search.controller
-            objects.update(search.checkpoint_objects())
-        ckpt = RunCheckpoint(cfg.output_dir, models=models, **objects)
-        restored = ckpt.restore_latest()
-        if restored is None and cfg.reference_checkpoint:
-            from src.reference_checkpoint import start_run_from
-            start_run_from(cfg.reference_checkpoint, trainer, search)
+        ckpt, restored = open_run_checkpoint(
+            cfg.output_dir, child, trainer, search, cfg.reference_checkpoint,
+            best_valid_ppl=best_valid_ppl)
     step = int(trainer.global_step.numpy())
     epoch = step // num_train_batches
     if restored:

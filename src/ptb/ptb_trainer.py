@@ -100,7 +100,8 @@ class PtbTrainer:
     step splits the windows' rows and the carried state's over the replicas
     (`src.distribute`), sums the gradients and puts the next state's rows
     back in order; evaluation and the reward pass run on whole batches in
-    the cross-replica context. XLA is used for neither then.
+    the cross-replica context. XLA is used for neither then
+    (`entry_point.prepare_run` rejects --jit_compile=true with a strategy).
 
     Moving average (cfg.moving_average = d): the reference wraps its
     optimiser in TF1's `MovingAverageOptimizer`, i.e. an
