@@ -48,8 +48,22 @@ def prepare_output_dir(output_dir, reset):
             os.makedirs(output_dir)
         elif reset:
             print("Path {} exists. Remove and remake.".format(output_dir))
+            # Name the newest checkpoint thrown away, and its global step:
+            # the optimiser's saved iteration count, or when that cannot be
+            # read the number RunCheckpoint puts after `model.ckpt-`.
+            newest = tf.train.latest_checkpoint(output_dir)
+            if newest:
+                step = newest.rsplit("-", 1)[-1]
+                try:
+                    step = int(tf.train.load_checkpoint(newest).get_tensor(
+                        "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+                except (tf.errors.OpError, ValueError, KeyError, IndexError):
+                    pass
             shutil.rmtree(output_dir)
             os.makedirs(output_dir)
+            if newest:
+                print("Removed the checkpoint {} (step {}) of the earlier "
+                      "run.".format(os.path.basename(newest), step))
     except OSError as e:
         raise UserError("cannot create --output_dir={}: {}; choose a folder "
                         "you can write to".format(output_dir, e.strerror or e))
