@@ -2,7 +2,7 @@
 
 import pytest
 
-from src.cifar10 import arcs
+from src.micro import arcs
 from src.errors import UserError
 
 # scripts/cifar10_micro_final.sh
@@ -101,3 +101,40 @@ def test_an_index_may_read_every_earlier_node():
     arc = arcs.MicroArc.parse(text + " " + text, 5)
     assert arc.normal[4] == (5, 4, 5, 4)
     assert arc.outputs("normal") == [0, 6]
+
+
+# ------------------------------------------- what `python -m src.arc` uses
+
+def test_from_text_infers_the_cells_and_equals_parse():
+    assert arcs.MicroArc.from_text(FINAL) == parse()
+    assert arcs.MicroArc.from_text(FINAL, {"child_num_cells": None}) == \
+        parse()
+    with pytest.raises(UserError, match="--child_num_cells=4 needs 32"):
+        arcs.MicroArc.from_text(FINAL, {"child_num_cells": 4})
+    with pytest.raises(UserError) as e:
+        arcs.MicroArc.from_text("0 0 0 0", flag="--arc")
+    assert str(e.value) == (
+        "--arc has 4 integers, not a multiple of 8 (index, op, index, op per "
+        "node, for the normal cell then the reduction cell): check the arc, "
+        "or give --child_num_cells")
+    with pytest.raises(UserError, match="--arc is empty"):
+        arcs.MicroArc.from_text(" ", flag="--arc")
+
+
+def test_listing_and_dot_lines():
+    lines = parse().listing()
+    assert lines[0] == "micro arc: 5 nodes per cell (40 integers)"
+    assert lines[1] == "  normal cell:    " + " ".join(FINAL.split()[:20])
+    assert lines[2] == "  reduction cell: " + " ".join(FINAL.split()[20:])
+    assert "  normal cell:" in lines and "  reduction cell:" in lines
+    dot = parse().dot_lines()
+    assert dot[0] == "digraph micro {" and dot[-1] == "}"
+    assert "  subgraph cluster_reduce {" in dot
+    assert '    normal_n0_op1 [label="avg_pool_3x3", style="rounded"];' \
+        in dot
+
+
+def test_the_tool_attributes():
+    assert arcs.ARC_CLASS is arcs.MicroArc
+    assert arcs.MicroArc.RECORD_KEYS == ("normal", "cells")
+    assert [s.name for s in arcs.MicroArc.SIZE_FLAGS] == ["child_num_cells"]

@@ -53,3 +53,37 @@ def test_fewer_functions_limit_the_valid_activations():
     with pytest.raises(UserError, match=r"activation 2 is out of range 0\.\.1"
                        r" \(tanh, relu\)"):
         PtbArc.parse("0 0 2", 2, num_funcs=2)
+
+
+# ------------------------------------------- what `python -m src.arc` uses
+
+def test_from_text_infers_the_depth_and_equals_parse():
+    assert PtbArc.from_text(FINAL_ARC) == PtbArc.parse(FINAL_ARC, 12)
+    with pytest.raises(UserError, match="--child_rhn_depth=3 needs 5"):
+        PtbArc.from_text(FINAL_ARC, {"child_rhn_depth": 3})
+    with pytest.raises(UserError) as e:
+        PtbArc.from_text("0 0", flag="--arc")
+    assert str(e.value) == (
+        "--arc has 2 integers, an even number (a PTB cell of depth d has "
+        "2d - 1: one activation for node 0, then a previous node and an "
+        "activation per node): check the arc, or give --child_rhn_depth")
+
+
+def test_listing_and_dot_lines():
+    lines = PtbArc.parse(FINAL_ARC, 12).listing()
+    assert lines[:2] == ["ptb cell: 12 nodes (23 integers)",
+                         "  " + FINAL_ARC]
+    assert lines[-1] == "  h_t: mean of nodes 3, 4, 7, 9, 10, 11"
+    dot = PtbArc.parse("0 0 1", 2).dot_lines()
+    assert dot[0] == "digraph ptb {" and dot[-1] == "}"
+    assert '  node_1 [label="node 1\\nrelu"];' in dot
+    assert "  node_0 -> node_1;" in dot and "  node_1 -> avg;" in dot
+
+
+def test_the_tool_attributes():
+    from src.ptb import arcs
+    assert arcs.ARC_CLASS is PtbArc
+    assert PtbArc.RECORD_KEYS == ("cell",)
+    # The reference's other PTB --search_for values.
+    assert PtbArc.SEARCH_FOR_ALIASES == ("rhn", "base")
+    assert PtbArc.SPACE_FLAGS == ("child_rhn_depth",)
