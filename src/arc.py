@@ -11,9 +11,18 @@ unless `--index` picks a record), from `--child_fixed_arc`, or from the
 run that this tool does not use are ignored. Without them, the size is
 inferred from the arc's length.
 
-Validation is the entry points' own (`MacroArc.parse`, `MicroArc.parse`,
-`PtbArc.parse`): a malformed arc prints one `error: ...` line and exits
-with status 2. No TensorFlow: this starts in a fraction of a second.
+Every search space comes from `src.registry`, and everything about one
+from its arc class (`registry.arcs(name)`): `from_text` parses with the
+sizes inferred, `listing()` and `dot_lines()` print it, `SIZE_FLAGS` are
+the size flags, `RECORD_KEYS`, `SEARCH_FOR_ALIASES` and `SPACE_FLAGS` say
+which space an arcs.jsonl record or a flag names. Adding a space needs no
+edit here. Validation is the entry points' own (`MacroArc.parse`,
+`MicroArc.parse`, `PtbArc.parse`): a malformed arc prints one `error: ...`
+line and exits with status 2.
+
+The flags live in a FlagValues of this tool's own (`src.tool`), so `call`
+runs beside an entry point in one process. No TensorFlow: this starts in a
+fraction of a second.
 """
 
 import dataclasses
@@ -23,46 +32,89 @@ import shutil
 import subprocess
 import sys
 
-from src.cifar10 import arcs as cifar_arcs
+from src import flagfile, registry, tool
 from src.errors import UserError
-from src.ptb import arcs as ptb_arcs
 
-SPACES = ("macro", "micro", "ptb")
-
-# `--search_for` of the entry points, by the search space it selects (the
-# PTB entry point takes "enas"; the reference also names rhn and base).
-SEARCH_FOR_SPACES = {"macro": "macro", "micro": "micro", "enas": "ptb",
-                     "rhn": "ptb", "base": "ptb"}
-
-# The flags this tool defines; a run's flagfile may hold many more, which
+# The flags this tool defines besides the size flags of the spaces' arc
+# classes (`SIZE_FLAGS`); a run's flagfile may hold many more, which
 # `expand_flagfiles` leaves out.
-ARC_FLAGS = (
-    "search_space", "arc", "arc_file", "index", "dot", "search_for",
-    "child_fixed_arc", "output_dir", "child_num_layers", "child_num_branches",
-    "controller_search_whole_channels", "child_num_cells", "child_rhn_depth",
-)
+TOOL_FLAGS = ("search_space", "arc", "arc_file", "index", "dot",
+              "search_for", "child_fixed_arc", "output_dir")
 
 
-@dataclasses.dataclass
+def arc_classes():
+    """{space name: arc class}, in the registry's order."""
+    return {name: registry.arcs(name) for name in registry.names()}
+
+
+def search_for_spaces():
+    """{`--search_for` value: space name}: each space's value in the
+    registry, and its arc class's `SEARCH_FOR_ALIASES` (PTB: the
+    reference's rhn and base)."""
+    out = {}
+    for name, cls in arc_classes().items():
+        out[registry.info(name).search_for] = name
+        for alias in cls.SEARCH_FOR_ALIASES:
+            out.setdefault(alias, name)
+    return out
+
+
+def size_flags():
+    """The size flags of every space's arc class (`SizeFlag`s), each name
+    once, in the registry's order."""
+    out = {}
+    for cls in arc_classes().values():
+        for size in cls.SIZE_FLAGS:
+            out.setdefault(size.name, size)
+    return list(out.values())
+
+
+def flag_names():
+    """Every flag this tool defines."""
+    return TOOL_FLAGS + tuple(size.name for size in size_flags())
+
+
 class Options:
-    """What to decode and how (the flags of the same names). None means
-    "not given": the search space then comes from search_for, the
-    arcs.jsonl record or child_rhn_depth; the sizes from the arc's length;
-    whole channels is true unless an arcs.jsonl record of a per-channel
-    search (no "ops") says otherwise."""
-    search_space: str = None
-    arc: str = None
-    arc_file: str = None
-    index: int = None
-    dot: str = None
-    search_for: str = None
-    child_fixed_arc: str = None
-    output_dir: str = None
-    child_num_layers: int = None
-    child_num_branches: int = 6
-    controller_search_whole_channels: bool = None
-    child_num_cells: int = None
-    child_rhn_depth: int = None
+    """What to decode and how (the flags of the same names; `sizes` the
+    size flags of the arc classes, by name). None means "not given": the
+    search space then comes from search_for, the arcs.jsonl record or a
+    size flag only one space has (`SPACE_FLAGS`); the sizes from the arc's
+    length (`from_text` of the space's arc class)."""
+
+    def __init__(self, search_space=None, arc=None, arc_file=None,
+                 index=None, dot=None, search_for=None, child_fixed_arc=None,
+                 output_dir=None, **sizes):
+        known = {size.name for size in size_flags()}
+        unknown = sorted(set(sizes) - known)
+        if unknown:
+            raise TypeError("Options has no size flag {}: the spaces' arc "
+                            "classes have {}".format(
+                                ", ".join(unknown), ", ".join(sorted(known))))
+        self.search_space = search_space
+        self.arc = arc
+        self.arc_file = arc_file
+        self.index = index
+        self.dot = dot
+        self.search_for = search_for
+        self.child_fixed_arc = child_fixed_arc
+        self.output_dir = output_dir
+        self.sizes = dict(sizes)
+
+    def __getattr__(self, name):
+        # A size flag by name (opts.child_num_layers); None: not given.
+        if name != "sizes" and name in {s.name for s in size_flags()}:
+            return self.sizes.get(name)
+        raise AttributeError(name)
+
+    def __eq__(self, other):
+        return isinstance(other, Options) and vars(self) == vars(other)
+
+    def __repr__(self):
+        fields = {k: v for k, v in vars(self).items() if k != "sizes"}
+        fields.update(self.sizes)
+        return "Options({})".format(", ".join(
+            "{}={!r}".format(k, v) for k, v in fields.items()
+            if v is not None))
 
 
 @dataclasses.dataclass
@@ -181,289 +233,66 @@ def arc_source(opts):
                     "outputs/best_arc.txt (or an arcs.jsonl)")
 
 
+def _or_list(names):
+    names = list(names)
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 \
+        else names[0]
+
+
 def _infer_space(opts, source):
+    """--search_space, else --search_for's space, else the space whose arc
+    class's RECORD_KEYS the arcs.jsonl record has, else the space whose
+    SPACE_FLAGS are given."""
+    classes = arc_classes()
     if opts.search_space is not None:
-        if opts.search_space not in SPACES:
-            raise UserError("--search_space={!r} is unknown: use macro, "
-                            "micro or ptb".format(opts.search_space))
+        if opts.search_space not in classes:
+            raise UserError("--search_space={!r} is unknown: use {}".format(
+                opts.search_space, _or_list(classes)))
         return opts.search_space
     if opts.search_for is not None:
-        if opts.search_for not in SEARCH_FOR_SPACES:
+        spaces = search_for_spaces()
+        if opts.search_for not in spaces:
             raise UserError("--search_for={!r} is unknown: give "
-                            "--search_space=macro|micro|ptb".format(
-                                opts.search_for))
-        return SEARCH_FOR_SPACES[opts.search_for]
+                            "--search_space={}".format(
+                                opts.search_for, "|".join(classes)))
+        return spaces[opts.search_for]
     record = source.record or {}
-    if "normal" in record or "cells" in record:
-        return "micro"
-    if "layers" in record or "ops" in record:
-        return "macro"
-    if "cell" in record:
-        return "ptb"
-    if opts.child_rhn_depth is not None:
-        return "ptb"
-    raise UserError("which search space is {}? give --search_space=macro, "
-                    "micro or ptb".format(source.flag))
+    for name, cls in classes.items():
+        if any(key in record for key in cls.RECORD_KEYS):
+            return name
+    for name, cls in classes.items():
+        if any(opts.sizes.get(flag) is not None for flag in cls.SPACE_FLAGS):
+            return name
+    raise UserError("which search space is {}? give --search_space={}"
+                    .format(source.flag, _or_list(classes)))
 
 
 # ---------------------------------------------------------------- parsing
 
-def _count_ints(source):
-    # The entry points' own tokenizer, so a bad token gets their message.
-    return len(cifar_arcs._parse_ints(source.text, source.flag))
-
-
-def _infer_macro_layers(count, num_branches, whole_channels, flag):
-    n = 1
-    while cifar_arcs.macro_arc_length(n, num_branches, whole_channels) < count:
-        n += 1
-    if cifar_arcs.macro_arc_length(n, num_branches, whole_channels) == count:
-        return n
-    if whole_channels:
-        rule = "n layers need n + n(n-1)/2"
-    else:
-        rule = "n layers need 2 x {} + (layer id) per layer".format(
-            num_branches)
-    raise UserError(
-        "{} has {} integers, which fits no number of layers ({}: {} for {} "
-        "layers, {} for {}): check the arc, or give --child_num_layers{}"
-        .format(flag, count, rule,
-                cifar_arcs.macro_arc_length(n - 1, num_branches,
-                                            whole_channels), n - 1,
-                cifar_arcs.macro_arc_length(n, num_branches, whole_channels),
-                n, "" if whole_channels
-                else ", --child_num_branches or --controller_search_whole_"
-                "channels"))
-
-
 def parse_arc(opts, source, space):
-    """The arc as a MacroArc, MicroArc or PtbArc; sizes not given are
-    inferred from its length. Raises the parse functions' UserErrors."""
-    count = _count_ints(source)
-    if count == 0:
-        raise UserError("{} is empty: give the arc's integers".format(
-            source.flag))
-    if space == "macro":
-        whole = opts.controller_search_whole_channels
-        if whole is None:
-            # An arcs.jsonl record of a per-channel search has no "ops".
-            record = source.record or {}
-            whole = not ("layers" in record and "ops" not in record)
-        branches = opts.child_num_branches
-        if not whole and not 1 <= branches <= len(cifar_arcs.MACRO_OPS):
-            raise UserError("--child_num_branches={} cannot be decoded: the "
-                            "macro search space has at most {} branches"
-                            .format(branches, len(cifar_arcs.MACRO_OPS)))
-        layers = opts.child_num_layers
-        if layers is None:
-            layers = _infer_macro_layers(count, branches, whole, source.flag)
-        return cifar_arcs.MacroArc.parse(source.text, layers, branches, whole,
-                                         flag=source.flag)
-    if space == "micro":
-        cells = opts.child_num_cells
-        if cells is None:
-            if count % 8:
-                raise UserError(
-                    "{} has {} integers, not a multiple of 8 (index, op, "
-                    "index, op per node, for the normal cell then the "
-                    "reduction cell): check the arc, or give "
-                    "--child_num_cells".format(source.flag, count))
-            cells = count // 8
-        return cifar_arcs.MicroArc.parse(source.text, cells, flag=source.flag)
-    depth = opts.child_rhn_depth
-    if depth is None:
-        if count % 2 == 0:
-            raise UserError(
-                "{} has {} integers, an even number (a PTB cell of depth d "
-                "has 2d - 1: one activation for node 0, then a previous node "
-                "and an activation per node): check the arc, or give "
-                "--child_rhn_depth".format(source.flag, count))
-        depth = (count + 1) // 2
-    return ptb_arcs.PtbArc.parse(source.text, depth, flag=source.flag)
+    """The arc as an instance of the space's arc class (`from_text`: sizes
+    not given are inferred from its length). Raises its UserErrors."""
+    return registry.arcs(space).from_text(source.text, opts.sizes,
+                                          record=source.record,
+                                          flag=source.flag)
 
 
-# ---------------------------------------------------------------- listing
-
-def _ints(values):
-    return " ".join(str(v) for v in values)
-
-
-def listing(arc, space):
-    """The readable lines printed for an arc."""
-    lines = []
-    if space == "macro":
-        per_layer = ("one op id" if arc.whole_channels
-                     else "{} start/count values".format(
-                         2 * arc.num_branches))
-        lines.append("macro arc: {} layers, {} ({} integers)".format(
-            arc.num_layers, "whole channels" if arc.whole_channels
-            else "per channel, {} branches".format(arc.num_branches),
-            len(arc.to_list())))
-        lines.append("  {}".format(arc))
-        lines.append("")
-        lines.append("As the search prints it, one line per layer ({}, then "
-                     "one skip bit per earlier output: the stem, layer 0, "
-                     "...):".format(per_layer))
-        width = len(str(arc.num_layers - 1))
-        for layer, values in enumerate(arc.layer_lines()):
-            lines.append("  layer {:>{}}: {}".format(layer, width,
-                                                     _ints(values)))
-        lines.append("")
-        lines.append("Layers (layer l is part l + 1 of the reference README; "
-                     "each reads the previous layer, or the stem):")
-        lines.extend("  " + line for line in arc.describe())
-        pools = [p for p in cifar_arcs.pool_layers(arc.num_layers) if p >= 0]
-        lines.append("")
-        if pools:
-            lines.append("Resolution halves (and a fixed network's channels "
-                         "double) after layers {}; then global average "
-                         "pooling and the classifier.".format(
-                             " and ".join(str(p) for p in pools)))
-        else:
-            lines.append("No pooling layers (fewer than 3 layers); then "
-                         "global average pooling and the classifier.")
-    elif space == "micro":
-        normal, reduce_ = arc.cell_lines()
-        lines.append("micro arc: {} nodes per cell ({} integers)".format(
-            arc.num_cells, len(arc.to_list())))
-        lines.append("  normal cell:    {}".format(_ints(normal)))
-        lines.append("  reduction cell: {}".format(_ints(reduce_)))
-        lines.append("")
-        lines.append("Cells (index_1, op_1, index_2, op_2 per node; inputs 0 "
-                     "and 1 are the outputs of the layers two back and one "
-                     "back; node k is block k + 2 of the reference README):")
-        lines.extend("  " + line for line in arc.describe())
-    else:
-        lines.append("ptb cell: {} nodes ({} integers)".format(
-            arc.rhn_depth, len(arc.to_list())))
-        lines.append("  {}".format(arc))
-        lines.append("")
-        lines.append("Nodes (node 0 reads the word's embedding and the "
-                     "previous state; each other node reads one earlier "
-                     "node):")
-        lines.extend("  " + line for line in arc.describe())
-        lines.append("  h_t: mean of nodes {}".format(
-            ", ".join(str(n) for n in arc.loose_ends())))
-    return lines
+def listing(arc, space=None):
+    """The readable lines printed for an arc (its class's `listing()`)."""
+    return arc.listing()
 
 
-# ---------------------------------------------------------------- DOT
-
-def _attrs(**attrs):
-    if not attrs:
-        return ""
-    return " [{}]".format(", ".join(
-        '{}="{}"'.format(k, str(v).replace('"', '\\"'))
-        for k, v in attrs.items()))
-
-
-def _node(name, label, **attrs):
-    return "  {}{};".format(name, _attrs(label=label, **attrs))
-
-
-def _edge(src, dst, **attrs):
-    return "  {} -> {}{};".format(src, dst, _attrs(**attrs))
-
-
-def _macro_dot(arc):
-    pools = set(cifar_arcs.pool_layers(arc.num_layers))
-    out = ["digraph macro {", "  rankdir=TB;",
-           '  node [shape=box, style="rounded"];',
-           _node("stem", "stem\\nconv_3x3")]
-    for layer in range(arc.num_layers):
-        if arc.whole_channels:
-            what = cifar_arcs.MACRO_OPS[arc.ops[layer]]
-        else:
-            what = "\\n".join(
-                "{}[{}:{}]".format(cifar_arcs.MACRO_OPS[b], s, s + c)
-                for b, (s, c) in enumerate(arc.branches[layer]) if c)
-        label = "layer {}\\n{}".format(layer, what)
-        if layer in pools:
-            label += "\\n(then halve resolution)"
-        out.append(_node("layer_{}".format(layer), label))
-    out.append(_node("output", "global avg pool\\nfc", shape="ellipse"))
-    for layer in range(arc.num_layers):
-        dst = "layer_{}".format(layer)
-        out.append(_edge("stem" if layer == 0
-                         else "layer_{}".format(layer - 1), dst))
-        for j, bit in enumerate(arc.skips[layer]):
-            if bit:
-                src = "stem" if j == 0 else "layer_{}".format(j - 1)
-                out.append(_edge(src, dst, style="dashed", label="skip"))
-    out.append(_edge("layer_{}".format(arc.num_layers - 1), "output"))
-    out.append("}")
-    return out
-
-
-def _micro_input(prefix, index):
-    if index < 2:
-        return "{}_in{}".format(prefix, index)
-    return "{}_n{}".format(prefix, index - 2)
-
-
-def _micro_dot(arc):
-    out = ["digraph micro {", "  rankdir=TB;", "  node [shape=box];"]
-    for which, prefix in (("normal", "normal"), ("reduction", "reduce")):
-        out.append("  subgraph cluster_{} {{".format(prefix))
-        out.append('    label="{} cell";'.format(which))
-        body = [_node("{}_in0".format(prefix), "c_{k-2}", shape="ellipse"),
-                _node("{}_in1".format(prefix), "c_{k-1}", shape="ellipse")]
-        for node, (i1, op1, i2, op2) in enumerate(arc.cell(which)):
-            name = "{}_n{}".format(prefix, node)
-            body.append(_node(name, "node {}\\n+".format(node),
-                              shape="circle"))
-            for slot, (index, op) in enumerate(((i1, op1), (i2, op2)), 1):
-                op_name = "{}_op{}".format(name, slot)
-                body.append(_node(op_name, cifar_arcs.MICRO_OPS[op],
-                                  style="rounded"))
-                body.append(_edge(_micro_input(prefix, index), op_name))
-                body.append(_edge(op_name, name))
-        out_name = "{}_out".format(prefix)
-        body.append(_node(out_name, "c_{k}\\nconcat", shape="ellipse"))
-        for index in arc.outputs(which):
-            body.append(_edge(_micro_input(prefix, index), out_name))
-        out.extend("  " + line for line in body)
-        out.append("  }")
-    out.append("}")
-    return out
-
-
-def _ptb_dot(arc):
-    out = ["digraph ptb {", "  rankdir=TB;", "  node [shape=box];",
-           _node("x_t", "x_t", shape="ellipse"),
-           _node("h_prev", "h_{t-1}", shape="ellipse")]
-    for node in range(arc.rhn_depth):
-        out.append(_node("node_{}".format(node), "node {}\\n{}".format(
-            node, ptb_arcs.PTB_FUNCS[arc.funcs[node]])))
-    out.append(_node("avg", "average", shape="circle"))
-    out.append(_node("h_t", "h_t", shape="ellipse"))
-    out.append(_edge("x_t", "node_0"))
-    out.append(_edge("h_prev", "node_0"))
-    for node in range(1, arc.rhn_depth):
-        out.append(_edge("node_{}".format(arc.prevs[node]),
-                         "node_{}".format(node)))
-    for node in arc.loose_ends():
-        out.append(_edge("node_{}".format(node), "avg"))
-    out.append(_edge("avg", "h_t"))
-    out.append("}")
-    return out
-
-
-def to_dot(arc, space):
-    """Graphviz DOT text of the network an arc describes.
-
-    macro: the stem, one node per layer (op, or channel slices) and the
-      classifier; each layer's input edge and dashed skip edges.
-    micro: the normal and reduction cells as two subgraphs: inputs c_{k-2}
-      and c_{k-1}, per node two op nodes summed, and the concat of the loose
-      ends (c_k).
-    ptb: x_t and h_{t-1} into node 0, each node from the node it reads, the
-      loose ends averaged into h_t.
-    """
-    builders = {"macro": _macro_dot, "micro": _micro_dot, "ptb": _ptb_dot}
-    if space not in builders:
-        raise ValueError("unknown search space {!r}".format(space))
-    return "\n".join(builders[space](arc)) + "\n"
+def to_dot(arc, space=None):
+    """Graphviz DOT text of the network an arc describes (its class's
+    `dot_lines()`: macro the stem, layers and skips; micro the two cells;
+    ptb the recurrent cell). `space`, if given, must be the arc's."""
+    if space is not None:
+        if space not in registry.names():
+            raise ValueError("unknown search space {!r}".format(space))
+        if not isinstance(arc, registry.arcs(space)):
+            raise ValueError("{!r} is not an arc of the {} search space"
+                             .format(arc, space))
+    return "\n".join(arc.dot_lines()) + "\n"
 
 
 def png_path(dot_path):
@@ -522,109 +351,113 @@ def show(opts, out=None):
 
 # ---------------------------------------------------------------- flags
 
-def expand_flagfiles(argv, known=ARC_FLAGS):
-    """argv with each --flagfile replaced by its flags, keeping only the
-    flags named in `known` (a run's flagfile holds all of the entry point's
-    flags; this tool reads only the arc and its sizes). Flags given on the
-    command line itself are left as they are, so a typo is still an error.
-    A flagfile that cannot be read is left for absl to report."""
-    from absl import flags
+def _known_flag(item, known):
+    flag = item.lstrip("-").split("=", 1)[0]
+    return item.startswith("-") and (
+        flag in known or (flag.startswith("no") and "=" not in item
+                          and flag[2:] in known))
 
-    reader = flags.FlagValues()
-    out, args, i = [argv[0]], list(argv[1:]), 0
-    while i < len(args):
-        arg = args[i]
-        name = arg.lstrip("-").split("=", 1)[0]
-        if not arg.startswith("-") or name != "flagfile":
-            out.append(arg)
-            i += 1
-            continue
-        group = [arg]
-        if "=" not in arg and i + 1 < len(args):
-            group.append(args[i + 1])
-        try:
-            expanded = reader.read_flags_from_files([argv[0]] + group,
-                                                    force_gnu=True)[1:]
-        except flags.Error:
+
+def expand_flagfiles(argv, known=None):
+    """argv with each --flagfile replaced by its flags (`src.flagfile`),
+    keeping only the flags named in `known` (default: this tool's; a run's
+    flagfile holds all of the entry point's flags, this tool reads only the
+    arc and its sizes). Flags given on the command line itself are left as
+    they are, so a typo is still an error. A flagfile that cannot be read
+    is left as it is, for the parse to report (one `error:` line)."""
+    known = set(flag_names() if known is None else known)
+    try:
+        groups = flagfile.flagfile_groups(argv[1:])
+    except UserError:  # a --flagfile with no file: for the parse too
+        return list(argv)
+    out = list(argv[:1])
+    for group, path in groups:
+        if path is None:
             out.extend(group)
-        else:
-            for item in expanded:
-                flag = item.lstrip("-").split("=", 1)[0]
-                if item.startswith("-") and (
-                        flag in known
-                        or (flag.startswith("no") and "=" not in item
-                            and flag[2:] in known)):
-                    out.append(item)
-        i += len(group)
+            continue
+        try:
+            args = flagfile.file_args(path) if path else []
+        except UserError:
+            out.extend(group)
+            continue
+        out.extend(item for item in args if _known_flag(item, known))
     return out
 
 
-def define_flags():
-    """Defines this tool's absl flags (once). Only the command line calls
-    it: the entry points define flags of the same names in their own
-    processes."""
+def define_flags(fv):
+    """Defines this tool's absl flags into `fv`: its own, and the size
+    flags of every space's arc class (named as the entry points' flags, so
+    a run's flagfile gives them)."""
     from absl import flags
 
-    if "search_space" in flags.FLAGS:
-        return
-    d = flags
-    d.DEFINE_string("search_space", None, "macro, micro or ptb (default: "
-                    "from --search_for, the arcs.jsonl record, or "
-                    "--child_rhn_depth).")
-    d.DEFINE_string("arc", None, "The arc, as for --child_fixed_arc.")
-    d.DEFINE_string("arc_file", None, "A file with one arc (best_arc.txt) "
-                    "or a search's arcs.jsonl.")
-    d.DEFINE_integer("index", None, "The arcs.jsonl record to show (0 the "
-                     "first, -1 the last); default: the best reward.")
-    d.DEFINE_string("dot", None, "Write a Graphviz drawing here (and a PNG "
-                    "beside it when `dot` is installed).")
-    d.DEFINE_string("search_for", None, "As the entry points: macro, micro, "
-                    "or enas (PTB).")
-    d.DEFINE_string("child_fixed_arc", None, "As the entry points: the arc "
-                    "when --arc and --arc_file are not given.")
-    d.DEFINE_string("output_dir", None, "A run's folder: its arcs.jsonl "
-                    "(best reward) or best_arc.txt, when no arc is given.")
-    d.DEFINE_integer("child_num_layers", None, "Macro layers (default: "
-                     "from the arc's length).")
-    d.DEFINE_integer("child_num_branches", 6, "Macro branches (per-channel "
-                     "arcs).")
-    d.DEFINE_boolean("controller_search_whole_channels", True, "Macro arcs "
-                     "with one op id per layer (else start/count pairs).")
-    d.DEFINE_integer("child_num_cells", None, "Micro nodes per cell "
-                     "(default: the arc's length / 8).")
-    d.DEFINE_integer("child_rhn_depth", None, "PTB nodes (default: (the "
-                     "arc's length + 1) / 2).")
+    classes = arc_classes()
+    space_flags = ["--" + flag for cls in classes.values()
+                   for flag in cls.SPACE_FLAGS]
+    search_for = ["{} ({})".format(value, name) if value != name else value
+                  for value, name in search_for_spaces().items()
+                  if value == registry.info(name).search_for]
+    d = dict(flag_values=fv)
+    flags.DEFINE_string("search_space", None, "{} (default: from "
+                        "--search_for, the arcs.jsonl record{}).".format(
+                            _or_list(classes),
+                            "".join(", or " + f for f in space_flags)), **d)
+    flags.DEFINE_string("arc", None, "The arc, as for --child_fixed_arc.",
+                        **d)
+    flags.DEFINE_string("arc_file", None, "A file with one arc "
+                        "(best_arc.txt) or a search's arcs.jsonl.", **d)
+    flags.DEFINE_integer("index", None, "The arcs.jsonl record to show (0 "
+                         "the first, -1 the last); default: the best "
+                         "reward.", **d)
+    flags.DEFINE_string("dot", None, "Write a Graphviz drawing here (and a "
+                        "PNG beside it when `dot` is installed).", **d)
+    flags.DEFINE_string("search_for", None, "As the entry points: {}."
+                        .format(_or_list(search_for)), **d)
+    flags.DEFINE_string("child_fixed_arc", None, "As the entry points: the "
+                        "arc when --arc and --arc_file are not given.", **d)
+    flags.DEFINE_string("output_dir", None, "A run's folder: its arcs.jsonl "
+                        "(best reward) or best_arc.txt, when no arc is "
+                        "given.", **d)
+    define = {"integer": flags.DEFINE_integer,
+              "boolean": flags.DEFINE_boolean}
+    for size in size_flags():
+        define[size.kind](size.name, size.default, size.help, **d)
+    return fv
 
 
 def options_from_flags(f):
-    values = {name: getattr(f, name) for name in ARC_FLAGS}
-    if not f["controller_search_whole_channels"].present:
-        values["controller_search_whole_channels"] = None
-    return Options(**values)
+    """Options from parsed flags; a size flag not given is None (inferred),
+    whatever the default its help shows."""
+    values = {name: f[name].value for name in TOOL_FLAGS}
+    sizes = {size.name: f[size.name].value if f[size.name].present else None
+             for size in size_flags()}
+    return Options(**values, **sizes)
 
 
-def main(argv):
-    from absl import flags
-
+def main(f, argv):
     if len(argv) > 1:
         raise UserError("unexpected arguments {}: every option is a --flag, "
                         "e.g. --arc=\"0 3 0\" (quote the arc)".format(
                             " ".join(argv[1:])))
     try:
-        return show(options_from_flags(flags.FLAGS))
+        return show(options_from_flags(f))
     except BrokenPipeError:
         # The reader stopped early (`| head`): not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
 
-def run(argv=None):
-    """The command line: flagfiles narrowed to this tool's flags, then
-    absl; user errors become one line and exit 2."""
-    from src import entry_point
+def call(argv=None):
+    """The command line in this process, returning its exit status:
+    flagfiles narrowed to this tool's flags, then its own FlagValues (no
+    clash with an entry point's flags); user errors become one line and
+    status 2."""
+    argv = list(sys.argv if argv is None else argv)
+    return tool.call(define_flags, main, expand_flagfiles(argv), __doc__)
 
-    define_flags()
-    entry_point.run(main, expand_flagfiles(list(argv or sys.argv)))
+
+def run(argv=None):
+    """`python -m src.arc`: `call(argv)`, then exit with its status."""
+    sys.exit(call(argv))
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ import os
 import re
 import sys
 
-from src.arc import SEARCH_FOR_SPACES
+from src import flagfile, tool
+from src.arc import search_for_spaces
 from src.errors import UserError
 
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|nan|inf)"
@@ -138,6 +139,7 @@ class _Parser:
         self.parsed = 0
         self.prev = None          # kind of the previous line
         self.search_for = None    # from the flags, for the arc's space
+        self.spaces = search_for_spaces()
         self.controller_epoch = None
         self.eval_epoch = None
         self.eval = None          # evaluation in progress
@@ -300,8 +302,7 @@ class _Parser:
         m = _VAL_ACC.match(text)
         if m and self.arch_lines:
             lines = [ints for _, ints in self.arch_lines]
-            space = _arc_space(lines) or SEARCH_FOR_SPACES.get(
-                self.search_for)
+            space = _arc_space(lines) or self.spaces.get(self.search_for)
             fields = {"space": space,
                       "arc": " ".join(str(v) for line in lines for v in line),
                       "val_acc": float(m.group(1)),
@@ -424,22 +425,9 @@ def parse_lines(lines, flag_hints=None):
 
 def read_flags_txt(path):
     """{name: value} of a flagfile's `--name=value`, `--name` and
-    `--noname` lines (values as the run printed them)."""
-    hints = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line.startswith("--"):
-                continue
-            name, eq, value = line[2:].partition("=")
-            if eq:
-                hints[name] = value
-            elif name.startswith("no"):
-                hints.setdefault(name, "True")
-                hints[name[2:]] = "False"
-            else:
-                hints[name] = "True"
-    return hints
+    `--noname` lines (values as the run printed them): `flagfile.read`.
+    UserError when it cannot be read."""
+    return flagfile.read(path)
 
 
 def _finite(value):
@@ -459,9 +447,7 @@ def to_json_lines(events):
     return "".join(json.dumps(_finite(e)) + "\n" for e in events)
 
 
-def main(argv):
-    from absl import flags
-
+def main(flag_values, argv):
     if len(argv) != 2:
         raise UserError("give one run's stdout file (or its output folder): "
                         "python -m src.logs outputs/run/stdout [--out=PATH]")
@@ -473,7 +459,7 @@ def main(argv):
     if path != "-" and os.path.isfile(flags_txt):
         try:
             hints = read_flags_txt(flags_txt)
-        except (OSError, UnicodeDecodeError):
+        except (UserError, UnicodeDecodeError):
             hints = {}
     try:
         if path == "-":
@@ -485,7 +471,7 @@ def main(argv):
         raise UserError("cannot read {}: {}".format(
             path, e.strerror or e)) from None
     text = to_json_lines(events)
-    out = flags.FLAGS.out
+    out = flag_values.out
     if out:
         try:
             with open(out, "w") as f:
@@ -503,20 +489,25 @@ def main(argv):
     return 0
 
 
-def define_flags():
+def define_flags(fv):
+    """Defines this tool's absl flags into `fv`."""
     from absl import flags
 
-    if "out" not in flags.FLAGS:
-        flags.DEFINE_string("out", None, "Write the JSON lines here "
-                            "(default: stdout).")
+    flags.DEFINE_string("out", None, "Write the JSON lines here "
+                        "(default: stdout).", flag_values=fv)
+    return fv
+
+
+def call(argv=None):
+    """The command line in this process, returning its exit status (its
+    own FlagValues: no clash with an entry point's flags); user errors
+    become one line and status 2."""
+    return tool.call(define_flags, main, argv, __doc__)
 
 
 def run(argv=None):
-    """The command line; user errors become one line and exit 2."""
-    from src import entry_point
-
-    define_flags()
-    entry_point.run(main, argv)
+    """`python -m src.logs`: `call(argv)`, then exit with its status."""
+    sys.exit(call(argv))
 
 
 if __name__ == "__main__":

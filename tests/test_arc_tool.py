@@ -1,8 +1,9 @@
 """`python -m src.arc`: decoding arcs, their drawings, where arcs come from.
 
-In-process through `arc.show(Options(...))` (the absl flags are defined only
-by the command line, since the entry points imported by other tests define
-flags of the same names), and one subprocess run of the command line.
+In-process through `arc.show(Options(...))` and `arc.call(argv)` (the
+tool's flags live in a FlagValues of its own, so they do not clash with the
+entry points' flags of the same names), and one subprocess run of the
+command line.
 """
 
 import io
@@ -12,10 +13,13 @@ import subprocess
 import sys
 
 import pytest
+from absl import flags
 
 from src import arc as arc_tool
+from src import registry
 from src.arc import Options
-from src.cifar10 import arcs as cifar_arcs
+from src.macro import arcs as macro_arcs
+from src.micro import arcs as micro_arcs
 from src.errors import UserError
 from src.ptb import arcs as ptb_arcs
 from tests.conftest import REPO_ROOT
@@ -160,7 +164,7 @@ def test_ptb_listing_names_each_node_and_the_average():
 def test_macro_dot_has_layers_ops_and_skip_edges():
     # Layer 0 sep_conv_3x3; layer 1 conv_3x3 with a skip from the stem;
     # layer 2 max_pool_3x3 with a skip from layer 0.
-    dot = arc_tool.to_dot(cifar_arcs.MacroArc.parse("1 0 1 5 0 1", 3, 6,
+    dot = arc_tool.to_dot(macro_arcs.MacroArc.parse("1 0 1 5 0 1", 3, 6,
                                                     True), "macro")
     assert dot.startswith("digraph macro {") and dot.endswith("}\n")
     for line in ['stem [label="stem\\nconv_3x3"];',
@@ -177,7 +181,7 @@ def test_macro_dot_has_layers_ops_and_skip_edges():
 
 
 def test_per_channel_macro_dot_lists_channel_slices():
-    arc = cifar_arcs.MacroArc.parse("0 2 1 1  0 1 0 3 1", 2, 2, False)
+    arc = macro_arcs.MacroArc.parse("0 2 1 1  0 1 0 3 1", 2, 2, False)
     dot = arc_tool.to_dot(arc, "macro")
     assert 'layer_0 [label="layer 0\\nconv_3x3[0:2]\\nsep_conv_3x3[1:2]"];' \
         in dot
@@ -190,7 +194,7 @@ def test_micro_dot_has_two_cells_op_nodes_and_the_concat():
     # One node per cell. Normal: identity(input 1) + sep_conv_3x3(input 0),
     # so both inputs are read and only node 0 is concatenated. Reduction:
     # max_pool_3x3(input 1) twice: input 0 is a loose end too.
-    arc = cifar_arcs.MicroArc.parse("1 4 0 0  1 3 1 3", 1)
+    arc = micro_arcs.MicroArc.parse("1 4 0 0  1 3 1 3", 1)
     lines = arc_tool.to_dot(arc, "micro").splitlines()
     for line in ["subgraph cluster_normal {", 'label="normal cell";',
                  "subgraph cluster_reduce {", 'label="reduction cell";']:
@@ -270,18 +274,18 @@ def test_given_sizes_are_checked_by_the_entry_points_parse():
     message = user_error(search_space="macro", arc="0 3 0",
                          child_num_layers=3)
     with pytest.raises(UserError) as e:
-        cifar_arcs.MacroArc.parse("0 3 0", 3, 6, True, flag="--arc")
+        macro_arcs.MacroArc.parse("0 3 0", 3, 6, True, flag="--arc")
     assert message == str(e.value)
 
 
 @pytest.mark.parametrize("space, text, parse", [
-    ("macro", "0 7 0", lambda t: cifar_arcs.MacroArc.parse(
+    ("macro", "0 7 0", lambda t: macro_arcs.MacroArc.parse(
         t, 2, 6, True, flag="--arc")),
-    ("macro", "0 3 2", lambda t: cifar_arcs.MacroArc.parse(
+    ("macro", "0 3 2", lambda t: macro_arcs.MacroArc.parse(
         t, 2, 6, True, flag="--arc")),
-    ("macro", "0 x 0", lambda t: cifar_arcs.MacroArc.parse(
+    ("macro", "0 x 0", lambda t: macro_arcs.MacroArc.parse(
         t, 2, 6, True, flag="--arc")),
-    ("micro", "0 0 2 0 0 0 0 5", lambda t: cifar_arcs.MicroArc.parse(
+    ("micro", "0 0 2 0 0 0 0 5", lambda t: micro_arcs.MicroArc.parse(
         t, 1, flag="--arc")),
     ("ptb", "0 1 0", lambda t: ptb_arcs.PtbArc.parse(t, 2, flag="--arc")),
 ])
@@ -299,9 +303,9 @@ def write_arcs_jsonl(path, records):
 
 
 def macro_record(arc, reward, epoch=1):
-    parsed = cifar_arcs.MacroArc.parse(arc, 2, 6, True)
+    parsed = macro_arcs.MacroArc.parse(arc, 2, 6, True)
     return {"epoch": epoch, "arc": arc, "reward": reward,
-            "ops": [cifar_arcs.MACRO_OPS[o] for o in parsed.ops],
+            "ops": [macro_arcs.MACRO_OPS[o] for o in parsed.ops],
             "layers": parsed.describe()}
 
 
@@ -421,7 +425,128 @@ def test_command_line_error_is_one_line_with_exit_status_2(tmp_path):
         [sys.executable, "-m", "src.arc", "--flagfile={}".format(flagfile)],
         cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=60)
     with pytest.raises(UserError) as e:
-        cifar_arcs.MacroArc.parse("0 7 0", 2, 4, True)
+        macro_arcs.MacroArc.parse("0 7 0", 2, 4, True)
     assert result.returncode == 2, result.stderr
     assert result.stderr == "error: {}\n".format(e.value)
     assert result.stdout == ""
+
+
+# ------------------------------------------- spaces from the registry
+
+def test_spaces_and_search_for_values_come_from_the_registry():
+    assert list(arc_tool.arc_classes()) == registry.names()
+    assert arc_tool.search_for_spaces() == {
+        "macro": "macro", "micro": "micro", "enas": "ptb", "rhn": "ptb",
+        "base": "ptb"}
+    # The reference's other PTB names are still accepted.
+    for value in ("enas", "rhn", "base"):
+        assert show(search_for=value, arc="0 0 1")[0] == (
+            "ptb cell: 2 nodes (3 integers)")
+    assert "--search_for='dense' is unknown: give --search_space=macro|" \
+        "micro|ptb" in user_error(search_for="dense", arc="0")
+    # A size flag only one space has names it.
+    assert show(arc="0 0 1", child_rhn_depth=2)[0].startswith("ptb cell")
+    assert "which search space" in user_error(arc="0", child_num_cells=1)
+    assert [s.name for s in arc_tool.size_flags()] == [
+        "child_num_layers", "child_num_branches",
+        "controller_search_whole_channels", "child_num_cells",
+        "child_rhn_depth"]
+    with pytest.raises(TypeError, match="no size flag child_num_cels"):
+        arc_tool.Options(child_num_cels=1)
+
+
+EXAMPLE_ARCS = {"macro": "0 3 0", "micro": "0 0 0 0 1 1 1 1",
+                "ptb": "0 0 1"}
+
+
+def test_record_keys_are_those_of_each_spaces_arcs_jsonl_records():
+    """RECORD_KEYS name the space of an arcs.jsonl record: the search
+    writes them (`SearchSpace.arc_record`), and no other space's record
+    has them."""
+    assert set(EXAMPLE_ARCS) == set(registry.names())
+    keys = {}
+    for name in registry.names():
+        cls = registry.arcs(name)
+        record = registry.space(name).arc_record(
+            cls.from_text(EXAMPLE_ARCS[name]))
+        assert set(cls.RECORD_KEYS) & set(record), name
+        keys[name] = set(record)
+    for name in registry.names():
+        for other in registry.names():
+            if other != name:
+                assert not set(registry.arcs(name).RECORD_KEYS) & \
+                    keys[other], (name, other)
+
+
+def call(argv, capsys):
+    status = arc_tool.call(["arc"] + argv)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_call_in_process_leaves_the_global_flags_alone(capsys, tmp_path):
+    """The tool parses into a FlagValues of its own: it runs again and
+    again in one process, beside an entry point defining --output_dir and
+    --search_for, and defines nothing in absl's global flags."""
+    before = set(flags.FLAGS)
+    status, out, err = call(["--search_space=micro",
+                             "--arc=" + README_MICRO_ARC], capsys)
+    assert (status, err) == (0, "")
+    assert out.splitlines() == show(search_space="micro",
+                                    arc=README_MICRO_ARC)
+    # A second call does not see the first one's flags.
+    status, out, err = call(["--arc=0 3 0", "--search_for=macro"], capsys)
+    assert status == 0 and out.startswith("macro arc: 2 layers")
+    assert set(flags.FLAGS) == before
+    # A run's flagfile gives the arc; its other flags are dropped.
+    flagfile = tmp_path / "flags.txt"
+    flagfile.write_text("--batch_size=32\n--child_fixed_arc=0 3 0\n"
+                        "--search_for=macro\n")
+    status, out, _ = call(["--flagfile={}".format(flagfile)], capsys)
+    assert status == 0 and out.splitlines()[1] == "  0 3 0"
+
+
+def test_call_beside_global_flags_of_the_same_names(capsys):
+    """An entry point of the old kind, defining --output_dir and
+    --search_for in absl's global flags, does not clash with the tool."""
+    added = [name for name in ("output_dir", "search_for")
+             if name not in flags.FLAGS]
+    for name in added:
+        flags.DEFINE_string(name, "elsewhere", "An entry point's.")
+    try:
+        status, out, err = call(["--search_for=rhn", "--arc=0 0 1"], capsys)
+    finally:
+        for name in added:
+            delattr(flags.FLAGS, name)
+    assert (status, err) == (0, "")
+    assert out.startswith("ptb cell: 2 nodes")
+
+
+@pytest.mark.parametrize("argv, err", [
+    (["--bogus"], "error: Unknown command line flag 'bogus'; see --help for "
+     "the flags\n"),
+    (["--index=x"], None),
+    (["--flagfile=/nonexistent/flags.txt"], "error: cannot read --flagfile="
+     "/nonexistent/flags.txt: No such file or directory\n"),
+    (["--flagfile"], "error: --flagfile needs a file: give --flagfile=PATH\n"),
+    (["--arc=0 3 0", "0"], "error: unexpected arguments 0: every option is "
+     "a --flag, e.g. --arc=\"0 3 0\" (quote the arc)\n"),
+    (["--search_space=macro", "--arc=0 7 0"], "error: --arc: layer 1, "
+     "position 1: op 7 is out of range 0..5 (conv_3x3, sep_conv_3x3, "
+     "conv_5x5, sep_conv_5x5, avg_pool_3x3, max_pool_3x3)\n"),
+])
+def test_call_errors_are_one_line_with_status_2(argv, err, capsys):
+    status, out, got = call(argv, capsys)
+    assert status == 2 and out == ""
+    assert got.startswith("error: ") and got.count("\n") == 1
+    if err is not None:
+        assert got == err
+
+
+def test_help_prints_the_doc_and_the_flags(capsys):
+    status, out, err = call(["--help"], capsys)
+    assert status == 0 and err == ""
+    assert out.startswith(arc_tool.__doc__.strip().splitlines()[0])
+    for name in arc_tool.flag_names():
+        assert "--{}:".format(name) in out or \
+            "--[no]{}:".format(name) in out, name

@@ -383,3 +383,40 @@ def test_command_line_writes_json_lines(tmp_path):
         (FLAG_BLOCK + CIFAR_LOG).splitlines(True),
         flag_hints={"data_path": "../shared/data"})
     assert evs[-1]["type"] == "summary"
+
+
+def test_call_in_process_with_its_own_flags(tmp_path, capsys):
+    """`logs.call` parses into a FlagValues of its own: it runs beside an
+    entry point's flags, again and again, and defines no global flag."""
+    from absl import flags
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "stdout").write_text(FLAG_BLOCK)
+    (run_dir / "flags.txt").write_text("--data_path=../shared/data\n")
+    before = set(flags.FLAGS)
+    out = tmp_path / "events.jsonl"
+    assert logs.call(["logs", str(run_dir), "--out={}".format(out)]) == 0
+    evs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [e["value"] for e in evs if e.get("name") == "data_path"] == [
+        "../shared/data"]
+    # Again, now to stdout: the first call's --out is not remembered.
+    assert logs.call(["logs", str(run_dir / "stdout")]) == 0
+    printed, err = capsys.readouterr()
+    assert err == "" and printed.splitlines()[-1] == json.dumps(
+        {"type": "summary", "lines": 11, "parsed": 8})
+    assert set(flags.FLAGS) == before
+    assert logs.call(["logs"]) == 2
+    assert capsys.readouterr()[1] == (
+        "error: give one run's stdout file (or its output folder): python -m "
+        "src.logs outputs/run/stdout [--out=PATH]\n")
+    assert logs.call(["logs", str(run_dir), "--outt=x"]) == 2
+    assert capsys.readouterr()[1].startswith(
+        "error: Unknown command line flag 'outt'")
+
+
+def test_read_flags_txt_of_a_missing_file_is_a_user_error(tmp_path):
+    from src.errors import UserError
+
+    with pytest.raises(UserError, match="cannot read --flagfile="):
+        logs.read_flags_txt(str(tmp_path / "flags.txt"))
