@@ -12,12 +12,13 @@ or the reference's own flags work unchanged), plus
   --export_what        child, controller or both (default: child with a
                        fixed arc, both when searching)
   --export_overwrite   replace a SavedModel already in --export_dir
-  --space              cifar10 or ptb; needed only when --search_for is
-                       given nowhere (macro / micro mean cifar10, enas ptb)
+  --space              the entry point (cifar10 or ptb, `src.registry`);
+                       needed only when --search_for is given nowhere
+                       (macro / micro mean cifar10, enas ptb)
 
-The CIFAR-10 and PTB entry points define flags with the same names and
-other defaults, and absl cannot hold both in one process: the space is read
-from the command line and its flagfiles before any flag is defined.
+The entry points define flags with the same names and other defaults: the
+entry point is read from the command line and its flagfiles before its
+flags are defined.
 
 One SavedModel holds what was asked for. Its signatures:
 
@@ -56,8 +57,9 @@ import os
 import re
 import sys
 
+from src import registry
+
 CONTROLLER_KEYS = ("arc", "log_prob", "entropy", "skip_count", "skip_penalty")
-SPACES = {"macro": "cifar10", "micro": "cifar10", "enas": "ptb"}
 INFO_FILE = os.path.join("assets.extra", "enas_export.json")
 
 _FLAG = re.compile(r"^--?(?P<name>[A-Za-z0-9_]+)(?:=(?P<value>.*))?$")
@@ -107,9 +109,11 @@ def _expand(argv, seen):
 
 
 def choose_space(argv):
-    """"cifar10" or "ptb": from --space, else from --search_for (macro,
-    micro: cifar10; enas: ptb), looked up in argv and its flagfiles (the
-    last value wins, as absl reads them). UserError when neither is given."""
+    """The entry point whose flags apply ("cifar10", "ptb", ...; a key of
+    `registry.ENTRY_POINTS`): from --space, else from --search_for (the
+    entry point of the space it names), looked up in argv and its
+    flagfiles (the last value wins, as absl reads them). UserError when
+    neither is given."""
     from src.errors import UserError
     args = _expand(list(argv[1:]), set())
     values = {}
@@ -122,68 +126,58 @@ def choose_space(argv):
             if value is None and i + 1 < len(args):
                 value = args[i + 1]
             values[m["name"]] = value
+    entries = " or ".join(registry.ENTRY_POINTS)
     if values.get("space"):
-        if values["space"] not in ("cifar10", "ptb"):
-            raise UserError("--space={!r} is unknown: use cifar10 or ptb"
-                            .format(values["space"]))
+        if values["space"] not in registry.ENTRY_POINTS:
+            raise UserError("--space={!r} is unknown: use {}".format(
+                values["space"], entries))
         return values["space"]
     search_for = values.get("search_for")
-    if search_for in SPACES:
-        return SPACES[search_for]
+    for name in registry.SPACES:
+        if registry.info(name).search_for == search_for:
+            return registry.info(name).entry
     if search_for:
-        raise UserError(
-            "--search_for={!r} is unknown: use macro or micro (CIFAR-10) or "
-            "enas (PTB)".format(search_for))
+        raise UserError("--search_for={!r} is unknown: use {}".format(
+            search_for, ", ".join(
+                "{} ({})".format(registry.info(n).search_for,
+                                 registry.info(n).entry)
+                for n in registry.SPACES)))
     raise UserError(
         "--search_for is not given, so the entry point's flags are unknown: "
         "pass the run's flags (--flagfile=<output_dir>/flags.txt) or the "
-        "reference's, or --space=cifar10|ptb with --search_for")
+        "reference's, or --space={} with --search_for".format(
+            "|".join(registry.ENTRY_POINTS)))
 
 
-def define_export_flags():
-    """The export's own flags (on top of the entry point's)."""
+def define_export_flags(fv):
+    """The export's own flags, defined into `fv` (beside the entry
+    point's)."""
     from absl import flags
-    if "export_dir" in flags.FLAGS:
-        return
     flags.DEFINE_string("checkpoint_dir", None,
                         "A run's --output_dir (its newest checkpoint) or a "
-                        "checkpoint prefix. Default: --output_dir.")
-    flags.DEFINE_string("export_dir", None, "Where the SavedModel goes.")
+                        "checkpoint prefix. Default: --output_dir.",
+                        flag_values=fv)
+    flags.DEFINE_string("export_dir", None, "Where the SavedModel goes.",
+                        flag_values=fv)
     flags.DEFINE_enum("export_what", None, ["child", "controller", "both"],
                       "What to export. Default: child with a fixed arc, both "
-                      "when searching.")
+                      "when searching.", flag_values=fv)
     flags.DEFINE_boolean("export_overwrite", False,
-                         "Replace a SavedModel already in --export_dir.")
-    flags.DEFINE_enum("space", None, ["cifar10", "ptb"],
+                         "Replace a SavedModel already in --export_dir.",
+                         flag_values=fv)
+    flags.DEFINE_enum("space", None, list(registry.ENTRY_POINTS),
                       "The entry point whose flags apply; read from "
-                      "--search_for when not given.")
+                      "--search_for when not given.", flag_values=fv)
 
 
 # -- building the models ---------------------------------------------------
 
-def build_cifar_child(child_cfg, search_for):
-    """The CIFAR-10 child of a config, built (its variables exist)."""
-    import tensorflow as tf
-    if search_for == "micro":
-        from src.cifar10.micro_child import MicroChild
-        child = MicroChild(child_cfg)
-    else:
-        from src.cifar10.macro_child import MacroChild
-        child = MacroChild(child_cfg)
-    kwargs = {}
-    if child_cfg.fixed_arc is None:
-        # Zeros are a valid arc of every space (op 0, input 0, no skips).
-        kwargs["arc"] = tf.zeros([child_cfg.arc_length], tf.int32)
-    child(tf.zeros([1, 32, 32, 3]), training=False, **kwargs)
+def build_child(space, child_cfg):
+    """The child of `space` (a SearchSpace) for a config, built (its
+    variables exist)."""
+    child = space.build_child(child_cfg)
+    space.build_variables(child)
     return child
-
-
-def build_controller(space, search_for, controller_cfg):
-    if space == "ptb":
-        from src.ptb.ptb_controller import PtbController
-        return PtbController(controller_cfg)
-    from src.cifar10.search import SPACES as CIFAR_SPACES
-    return CIFAR_SPACES[search_for].controller(controller_cfg)
 
 
 def _object_key(model, path):
@@ -408,31 +402,10 @@ def _check_export_dir(export_dir, overwrite, remove=False):
             shutil.rmtree(export_dir)
 
 
-def _cifar_mean_std(cfg, log):
-    """The run's training mean and std, read from --data_path as the run
-    does; (None, None) with a warning when the data cannot be read."""
-    from src.cifar10 import data as cifar_data
-    from src.errors import UserError
-    try:
-        data = cifar_data.read_data(cfg.data_path, num_valids=cfg.num_valids,
-                                    download=False, log=lambda *_: None)
-    except (UserError, OSError) as e:
-        reason = ("no --data_path is given" if not cfg.data_path
-                  else "its data cannot be read: {}".format(
-                      str(e).rstrip(".")))
-        log("warning: serving_default (uint8 images with the training mean "
-            "and std baked in) is not exported: the statistics come from the "
-            "run's training images and {}. predict_normalized is exported; "
-            "pass the run's --data_path to add serving_default".format(
-                reason))
-        return None, None
-    return data.mean, data.std
-
-
 def export_from_config(cfg, space, export_dir, what=None, checkpoint=None,
                        reference_checkpoint=None, overwrite=False, log=print):
-    """Builds the models of a run's config (`config_from_flags` of the
-    `space`'s entry point), restores them from `checkpoint` (one of our
+    """Builds the models of a run's config (`space.config_from_flags`,
+    `space` a SearchSpace), restores them from `checkpoint` (one of our
     runs: a folder or prefix) or `reference_checkpoint` (a TF1 checkpoint of
     the reference code), and saves the SavedModel. Returns the record
     written to `assets.extra/enas_export.json`."""
@@ -459,28 +432,13 @@ def export_from_config(cfg, space, export_dir, what=None, checkpoint=None,
     # Exported in float32 whatever the run's --mixed_precision.
     keras.mixed_precision.set_global_policy("float32")
 
-    search_for = getattr(cfg, "search_for", "enas")
     child = controller = None
     if what in ("child", "both"):
-        if space == "ptb":
-            from src.ptb.ptb_child import PtbChild
-            vocab = ptb_vocab_size(source, reference_checkpoint is not None)
-            if vocab is None:
-                raise UserError(
-                    "the checkpoint {} holds no PTB child "
-                    "(ptb_enas_model/embedding/w): use --export_what="
-                    "controller for a controller-only checkpoint".format(
-                        source))
-            cfg.child.vocab_size = int(vocab)
-            cfg.child.validate()
-            child = PtbChild(cfg.child)
-        else:
-            if cfg.child.data_format != "NHWC":
-                log("note: exporting in NHWC (the weights are the same)")
-                cfg.child.data_format = "NHWC"
-            child = build_cifar_child(cfg.child, search_for)
+        space.prepare_export(cfg, source, reference_checkpoint is not None,
+                             log)
+        child = build_child(space, cfg.child)
     if what in ("controller", "both"):
-        controller = build_controller(space, search_for, cfg.controller)
+        controller = space.build_controller(cfg.controller)
 
     averaging = contextlib.nullcontext()
     if reference_checkpoint is not None:
@@ -490,23 +448,19 @@ def export_from_config(cfg, space, export_dir, what=None, checkpoint=None,
         ctrl_step = result["train_step"]
     else:
         shadows = None
-        if (space == "ptb" and child is not None
-                and cfg.train.moving_average is not None):
-            from src.ptb.ptb_trainer import PtbTrainer
-            trainer = PtbTrainer(child, cfg.train, arc_fn=lambda: None)
-            shadows = trainer.checkpoint_objects()["moving_average"]
-            averaging = trainer.averaged_weights()
+        if child is not None:
+            shadows, averaging = space.export_averaging(cfg, child)
         steps = restore_run_checkpoint(source, child=child,
                                        controller=controller,
                                        shadows=shadows)
         step, ctrl_step = steps["global_step"], steps["controller_step"]
 
     mean = std = None
-    if space == "cifar10" and child is not None and not searching:
-        mean, std = _cifar_mean_std(cfg, log)
+    if child is not None and not searching:
+        mean, std = space.serving_statistics(cfg, log)
     batch_statistics = bool(getattr(cfg, "eval_training_mode", False))
-    info = {"space": space, "search_for": search_for, "what": what,
-            "source": os.path.abspath(source),
+    info = {"space": space.entry, "search_for": space.search_for,
+            "what": what, "source": os.path.abspath(source),
             "reference_checkpoint": reference_checkpoint is not None,
             "global_step": step, "controller_step": ctrl_step,
             "batch_statistics": batch_statistics and child is not None,
@@ -529,21 +483,21 @@ def export_from_config(cfg, space, export_dir, what=None, checkpoint=None,
 
 # -- the command line --------------------------------------------------------
 
-def _main(entry, space, argv):
-    from absl import flags
+def _main(entry, f, argv):
     from absl import logging
 
+    from src.checkpoints import has_checkpoint
     from src.errors import UserError
+    from src.run_loop import space_of
 
     if len(argv) > 1:
         raise UserError("unexpected arguments {}: every option is a --flag"
                         .format(" ".join(argv[1:])))
     logging.set_verbosity(logging.WARNING)
-    f = flags.FLAGS
-    cfg = entry.config_from_flags(f)
+    space = space_of(entry, f)
+    cfg = space.config_from_flags(f)
     checkpoint = f.checkpoint_dir
     if checkpoint is None and f.reference_checkpoint is None:
-        from src.checkpoints import has_checkpoint
         if not (cfg.output_dir and has_checkpoint(cfg.output_dir)):
             raise UserError(
                 "no source: pass --checkpoint_dir (a run's output folder) or "
@@ -564,22 +518,18 @@ def run(argv=None):
     """`python -m src.export`: picks the entry point's flag set from argv,
     defines it and the export's flags, and exports."""
     import functools
-    import importlib
 
     from src import entry_point
     from src.errors import UserError
 
     argv = list(sys.argv if argv is None else argv)
     try:
-        space = choose_space(argv)
+        entry = choose_space(argv)
     except UserError as e:
         print("error: {}".format(e), file=sys.stderr)
         sys.exit(2)
-    # Importing the entry point defines its flags.
-    entry = importlib.import_module(
-        "src.cifar10.main" if space == "cifar10" else "src.ptb.main")
-    define_export_flags()
-    entry_point.run(functools.partial(_main, entry, space), argv)
+    entry_point.run(entry, functools.partial(_main, entry), argv,
+                    define_extra=define_export_flags, doc=__doc__)
 
 
 if __name__ == "__main__":

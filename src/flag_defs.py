@@ -1,27 +1,33 @@
-"""Defining absl flags while keeping their names in definition order (the
-entry points print and save exactly the flags they define)."""
+"""Defining absl flags into an entry point's own `flags.FlagValues` (not
+absl's global one, so that every entry point and tool can live in one
+process); the flags' names are the FlagValues' keys, in definition order
+(the entry points print and save exactly the flags they define)."""
 
 from absl import flags
 
 
-def definer(names):
+def definer(flag_values):
     """A `define(kind, name, default, help, **kwargs)` that calls absl's
-    `DEFINE_<kind>` and appends the name to the list `names`."""
+    `DEFINE_<kind>` into `flag_values`."""
     def define(kind, name, default, help_text, **kwargs):
+        kwargs["flag_values"] = flag_values
         if kind == "enum":
             flags.DEFINE_enum(name, default, kwargs.pop("enum_values"),
                               help_text, **kwargs)
         else:
             getattr(flags, "DEFINE_" + kind)(name, default, help_text,
                                              **kwargs)
-        names.append(name)
     return define
+
+
+def names(flag_values):
+    """The flags of `flag_values` in definition order."""
+    return list(flag_values)
 
 
 def define_shared_port_flags(d):
     """The port's flags that both entry points take (fidelity, speed,
     reliability), defined with `d` (a `definer`)."""
-    # reliability).
     d("string", "reference_checkpoint", None,
       "(port) Initialise the child (and the controller when searching) "
       "from a TF1 checkpoint written by the reference code; ignored when "

@@ -66,16 +66,14 @@ def test_a_checkpoint_of_another_configuration_is_named_and_kept(tiny_ptb,
 
 
 def test_macro_too_shallow_for_two_pool_layers_builds_with_a_note(capsys):
-    from src.cifar10 import main as cifar_main
-    flag_values = cifar_main.FLAGS
-    try:
-        flag_values(["prog", "--search_for=macro", "--child_num_layers=2",
-                     "--child_fixed_arc=0 0 1", "--nocontroller_training",
-                     "--controller_search_whole_channels",
-                     "--child_out_filters=4"])
-        cfg = cifar_main.config_from_flags(flag_values)
-    finally:
-        flag_values.unparse_flags()
+    from src import entry_point, run_loop
+    flag_values, _ = entry_point.parse_flags(
+        "cifar10", ["prog", "--search_for=macro", "--child_num_layers=2",
+                    "--child_fixed_arc=0 0 1", "--nocontroller_training",
+                    "--controller_search_whole_channels",
+                    "--child_out_filters=4"])
+    cfg = run_loop.space_of("cifar10", flag_values).config_from_flags(
+        flag_values)
     assert cfg.child.num_layers == 2
     assert ("--child_num_layers=2 < 3, so the network has no pool layers"
             in capsys.readouterr().out)

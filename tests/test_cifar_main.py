@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from src import schedules
-from src.cifar10 import arcs, main as cifar_main
-from src.cifar10.child_trainer import check_finite
+from src import run_loop, schedules
+from src.cifar10.session import CifarRunConfig
+from src.macro import arcs
 from src.cifar10.macro_child import MacroConfig
 from src.train_ops import TrainConfig
 from tests.conftest import REPO_ROOT
@@ -23,7 +23,7 @@ def tiny_config(data_path, output_dir, num_epochs, keep_prob=0.5):
     arc = arcs.MacroArc.parse(ARC3, 3, 4, True)
     lr = schedules.LrConfig(lr_cosine=True, lr_max=0.05, lr_min=0.001,
                             lr_T_0=1, lr_T_mul=2)
-    return cifar_main.RunConfig(
+    return CifarRunConfig(
         search_for="macro", data_path=data_path, output_dir=output_dir,
         reset_output_dir=False, num_valids=20, batch_size=32,
         num_epochs=num_epochs, log_every=2, eval_every_epochs=1, seed=7,
@@ -47,19 +47,14 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(
     straight, resumed = str(tmp_path / "a"), str(tmp_path / "b")
     for d in (straight, resumed):
         os.makedirs(d)
-    assert cifar_main.train(tiny_config(fake_cifar, straight, 3)) == 0
-    assert cifar_main.train(tiny_config(fake_cifar, resumed, 1)) == 0
-    assert cifar_main.train(tiny_config(fake_cifar, resumed, 3)) == 0
+    assert run_loop.train(tiny_config(fake_cifar, straight, 3)) == 0
+    assert run_loop.train(tiny_config(fake_cifar, resumed, 1)) == 0
+    assert run_loop.train(tiny_config(fake_cifar, resumed, 3)) == 0
     a, b = final_weights(straight), final_weights(resumed)
     # Every child variable (BN statistics and dropout seeds included).
     assert a.keys() == b.keys() and len(a) > 115 + 40
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-
-
-def test_check_finite_names_the_bad_value():
-    with pytest.raises(FloatingPointError, match="loss is nan at step 3"):
-        check_finite({"loss": float("nan")}, 3, 0)
 
 
 def run_main(*args, cwd=REPO_ROOT):

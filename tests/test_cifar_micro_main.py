@@ -7,8 +7,9 @@ import os
 
 import pytest
 
-from src import schedules
-from src.cifar10 import arcs, main as cifar_main
+from src import run_loop, schedules
+from src.cifar10.session import CifarRunConfig
+from src.micro import arcs
 from src.cifar10.micro_child import MicroConfig
 from src.cifar10.micro_controller import MicroControllerConfig
 from src.reinforce import ReinforceConfig
@@ -27,7 +28,7 @@ def micro_config(data_path, output_dir, num_epochs, fixed_arc=None):
     cells = SEARCH_CELLS if searching else 5
     lr = schedules.LrConfig(lr_cosine=True, lr_max=0.05, lr_min=0.0005,
                             lr_T_0=1, lr_T_mul=2)
-    return cifar_main.RunConfig(
+    return CifarRunConfig(
         search_for="micro", data_path=data_path, output_dir=output_dir,
         reset_output_dir=False, num_valids=20 if searching else 0,
         batch_size=16, num_epochs=num_epochs, log_every=2,
@@ -56,7 +57,7 @@ def test_micro_search_prints_normal_and_reduce_cells_and_records_them(
         fake_cifar, tmp_path, capsys):
     out_dir = str(tmp_path / "run")
     os.makedirs(out_dir)
-    assert cifar_main.train(micro_config(fake_cifar, out_dir, 1)) == 0
+    assert run_loop.train(micro_config(fake_cifar, out_dir, 1)) == 0
     log = capsys.readouterr().out
     assert "Epoch 1: Training controller" in log
     assert "Here are 10 architectures" in log and "ctrl_step=" in log
@@ -79,8 +80,8 @@ def test_micro_search_prints_normal_and_reduce_cells_and_records_them(
 def test_micro_final_trains_and_resumes(fake_cifar, tmp_path, capsys):
     out_dir = str(tmp_path / "run")
     os.makedirs(out_dir)
-    assert cifar_main.train(micro_config(fake_cifar, out_dir, 1, FINAL)) == 0
-    assert cifar_main.train(micro_config(fake_cifar, out_dir, 2, FINAL)) == 0
+    assert run_loop.train(micro_config(fake_cifar, out_dir, 1, FINAL)) == 0
+    assert run_loop.train(micro_config(fake_cifar, out_dir, 2, FINAL)) == 0
     log = capsys.readouterr().out
     assert "Resuming from" in log and "Epoch 2: Eval" in log
     assert "test_accuracy: " in log and "valid_accuracy" not in log

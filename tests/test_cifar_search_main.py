@@ -7,8 +7,9 @@ import os
 
 import numpy as np
 
-from src import schedules
-from src.cifar10 import arcs, main as cifar_main
+from src import run_loop, schedules
+from src.cifar10.session import CifarRunConfig
+from src.macro import arcs
 from src.cifar10.macro_child import MacroConfig
 from src.cifar10.macro_controller import MacroControllerConfig
 from src.reinforce import ReinforceConfig
@@ -18,7 +19,7 @@ from src.train_ops import TrainConfig
 def search_config(data_path, output_dir, num_epochs):
     lr = schedules.LrConfig(lr_cosine=True, lr_max=0.05, lr_min=0.0005,
                             lr_T_0=1, lr_T_mul=2)
-    return cifar_main.RunConfig(
+    return CifarRunConfig(
         search_for="macro", data_path=data_path, output_dir=output_dir,
         reset_output_dir=False, num_valids=20, batch_size=16,
         num_epochs=num_epochs, log_every=2, eval_every_epochs=1, seed=3,
@@ -43,7 +44,7 @@ def test_search_prints_controller_lines_and_records_the_architectures(
         fake_cifar, tmp_path, capsys):
     out_dir = str(tmp_path / "run")
     os.makedirs(out_dir)
-    assert cifar_main.train(search_config(fake_cifar, out_dir, 1)) == 0
+    assert run_loop.train(search_config(fake_cifar, out_dir, 1)) == 0
     log = capsys.readouterr().out
     assert "Epoch 1: Training controller" in log
     assert "ctrl_step=0      loss=" in log and " bl=" in log

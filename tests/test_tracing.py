@@ -50,10 +50,12 @@ def cifar_batch(seed):
 
 
 def cifar_search(space, tmp_path):
-    """Child, ChildTrainer and ArchitectureSearch as the CIFAR entry point
+    """Child, ChildTrainer and ControllerPhase as the CIFAR entry point
     builds them when searching, at tiny sizes."""
+    from src import registry
     from src.cifar10.child_trainer import ChildTrainer
-    from src.cifar10.search import ArchitectureSearch
+    from src.cifar10.session import phase_hooks
+    from src.search import ControllerPhase
 
     if space == "macro":
         from src.cifar10.macro_child import MacroChild, MacroConfig
@@ -80,9 +82,12 @@ def cifar_search(space, tmp_path):
         training_mode = True
     cfg = types.SimpleNamespace(
         search_for=space, controller=ctrl_cfg, reinforce=reinforce,
-        batch_size=BATCH, output_dir=str(tmp_path), seed=1, child=child_cfg)
-    search = ArchitectureSearch(cfg, child, None,
-                                reward_training_mode=training_mode)
+        batch_size=BATCH, output_dir=str(tmp_path), seed=1, child=child_cfg,
+        eval_training_mode=training_mode)
+    search_space = registry.space(space)
+    search = ControllerPhase(search_space, cfg,
+                             search_space.build_controller(ctrl_cfg),
+                             phase_hooks(cfg, child, None))
     trainer = ChildTrainer(
         child, TrainConfig(clip_mode="norm", grad_bound=5.0),
         arc_fn=search.sample_arc, eval_training_mode=training_mode)
@@ -97,7 +102,7 @@ def test_cifar_search_traces_once_over_many_arcs(space, tmp_path):
         "train_step": trainer.train_step,
         "eval_step": trainer.eval_step,
         "reinforce.run": search.reinforce.run,
-        "sample_and_score": search._sample_and_score,
+        "sample_and_score": search._score,
         "controller.sample": controller._sample_fn,
         "controller.log_prob": controller._log_prob_fn,
     }
@@ -109,7 +114,7 @@ def test_cifar_search_traces_once_over_many_arcs(space, tmp_path):
         trainer.eval_step(images, labels).numpy()
         ctrl = search.reinforce.run(images, labels)
         assert np.isfinite(ctrl["loss"].numpy())
-        arc, acc = search._sample_and_score(images, labels)
+        arc, acc = search._score(images, labels)
         assert 0.0 <= float(acc) <= 1.0
         sample = controller.sample()
         forced = controller.log_prob(sample["arc"])
@@ -129,9 +134,11 @@ def test_cifar_search_traces_once_over_many_arcs(space, tmp_path):
 def test_ptb_search_traces_once_over_many_arcs(tmp_path):
     from src.ptb.data import batch_rows
     from src.ptb.ptb_child import PtbChild, PtbChildConfig
-    from src.ptb.ptb_controller import PtbControllerConfig
+    from src.ptb.ptb_controller import PtbController, PtbControllerConfig
     from src.ptb.ptb_trainer import PtbTrainConfig, PtbTrainer
-    from src.ptb.search import PtbSearch
+    from src import registry
+    from src.ptb.space import phase_hooks
+    from src.search import ControllerPhase
 
     vocab, depth, b, t = 17, 4, 2, 5
     child_cfg = PtbChildConfig(vocab_size=vocab, hidden_size=4,
@@ -155,7 +162,9 @@ def test_ptb_search_traces_once_over_many_arcs(tmp_path):
         lr=schedules.LrConfig(lr_init=0.5), grad_bound=5.0), arc_fn=arc_fn)
     stream = np.random.default_rng(0).integers(0, vocab, 200).astype(
         np.int32)
-    search = PtbSearch(cfg, trainer, batch_rows(stream, b))
+    search = ControllerPhase(
+        registry.space("ptb"), cfg, PtbController(cfg.controller),
+        phase_hooks(cfg, trainer, batch_rows(stream, b)))
     search.start_epoch(0)
     controller = search.controller
     functions = {
@@ -163,13 +172,13 @@ def test_ptb_search_traces_once_over_many_arcs(tmp_path):
         "eval_window": trainer._eval_fn,
         "reward": trainer._reward_fn,
         "reinforce.run": search.reinforce.run,
-        "sample_and_score": search._sample_and_score,
+        "sample_and_score": search._score,
         "controller.sample": controller._sample_fn,
         "controller.log_prob": controller._log_prob_fn,
     }
 
     def run_round(i):
-        x, y = search._window()
+        x, y = next(search._batches)
         out = trainer.train_step(x, y)
         assert np.isfinite(out["loss"].numpy())
         # A sampled arc per window of t steps (4 windows).
@@ -177,7 +186,7 @@ def test_ptb_search_traces_once_over_many_arcs(tmp_path):
         assert np.isfinite(result["ppl"])
         ctrl = search.reinforce.run(x, y)
         assert np.isfinite(ctrl["loss"].numpy())
-        arc, rw = search._sample_and_score(x, y)
+        arc, rw = search._score(x, y)
         assert float(rw) > 0
         sample = controller.sample()
         assert np.isfinite(trainer.reward_nll(x, y, sample["arc"]).numpy())

@@ -3,19 +3,16 @@
 Every flag of the reference's `src/cifar10/main.py`, with its name and
 default; the ones the reference defines but never reads are marked
 "(unused, as in the reference)". Flags marked "(port)" are this port's
-additions. `USER_FLAGS` lists them all in definition order, for printing.
+additions.
 """
 
 from src import flag_defs
 
-USER_FLAGS = []
 
-
-def define_flags():
-    """Defines the flags once (safe to call again)."""
-    if USER_FLAGS:
-        return
-    d = flag_defs.definer(USER_FLAGS)
+def define_flags(flag_values):
+    """Defines the entry point's flags into `flag_values` (a fresh
+    `flags.FlagValues`)."""
+    d = flag_defs.definer(flag_values)
     d("boolean", "reset_output_dir", False, "Delete output_dir if exists.")
     d("string", "data_path", "", "Folder with the CIFAR-10 python batches "
       "(downloaded there when missing).")

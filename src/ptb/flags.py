@@ -2,20 +2,16 @@
 
 Every flag of the reference's `src/ptb/main.py`, with its name and default;
 the ones it defines but never reads are marked "(unused, as in the
-reference)". Flags marked "(port)" are this port's additions. `USER_FLAGS`
-lists them all in definition order, for printing.
+reference)". Flags marked "(port)" are this port's additions.
 """
 
 from src import flag_defs
 
-USER_FLAGS = []
 
-
-def define_flags():
-    """Defines the flags once (safe to call again)."""
-    if USER_FLAGS:
-        return
-    d = flag_defs.definer(USER_FLAGS)
+def define_flags(flag_values):
+    """Defines the entry point's flags into `flag_values` (a fresh
+    `flags.FlagValues`)."""
+    d = flag_defs.definer(flag_values)
     d("boolean", "reset_output_dir", False, "Delete output_dir if exists.")
     d("string", "data_path", "", "The reference's ptb.pkl, or a folder with "
       "it or with the text files train/valid/test (or ptb.train.txt, ...); "

@@ -1,0 +1,2 @@
+"""The macro search space: whole networks, one op and the skip connections
+per layer (`space.SPACE`; arcs in `arcs`)."""

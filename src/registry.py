@@ -1,0 +1,100 @@
+"""The search spaces and the entry points that run them, by name.
+
+Every tool takes a space from here: the entry points, `src.arc`,
+`src.logs`, `src.export` and `src.bench`. Adding a search space is one
+package (BUILD.md, Architecture: "Adding a search space") and one line in
+`SPACES` (and in `ENTRY_POINTS` when it has entry points of its own).
+
+This module imports no TensorFlow: `arcs(name)` loads only a space's arc
+module (plain Python), so the light tools start at once; `space(name)`
+loads the space's TensorFlow side.
+"""
+
+import dataclasses
+import importlib
+
+
+@dataclasses.dataclass(frozen=True)
+class SpaceInfo:
+    """Where a search space lives.
+
+    entry: the entry point (a key of ENTRY_POINTS) whose flags run it;
+    search_for: the `--search_for` value that picks it there;
+    arcs: module of its arc class (`ARC_CLASS`; no TensorFlow);
+    space: module of its `SPACE` object (`src.space.SearchSpace`).
+    """
+    entry: str
+    search_for: str
+    arcs: str
+    space: str
+
+
+@dataclasses.dataclass(frozen=True)
+class EntryInfo:
+    """An entry point: `python -m <module>`, its flags (`define_flags(fv)`
+    in `flags`) and the spaces it runs."""
+    module: str
+    flags: str
+    spaces: tuple
+
+
+SPACES = {
+    "macro": SpaceInfo("cifar10", "macro", "src.macro.arcs",
+                       "src.macro.space"),
+    "micro": SpaceInfo("cifar10", "micro", "src.micro.arcs",
+                       "src.micro.space"),
+    "ptb": SpaceInfo("ptb", "enas", "src.ptb.arcs", "src.ptb.space"),
+}
+
+ENTRY_POINTS = {
+    "cifar10": EntryInfo("src.cifar10.main", "src.cifar10.flags",
+                         ("macro", "micro")),
+    "ptb": EntryInfo("src.ptb.main", "src.ptb.flags", ("ptb",)),
+}
+
+
+def names():
+    return list(SPACES)
+
+
+def info(name):
+    """The SpaceInfo of `name`; ValueError naming the known spaces."""
+    try:
+        return SPACES[name]
+    except KeyError:
+        raise ValueError("unknown search space {!r}: use one of {}".format(
+            name, ", ".join(SPACES))) from None
+
+
+def arcs(name):
+    """The arc class of space `name` (parse, print, describe, DOT)."""
+    return importlib.import_module(info(name).arcs).ARC_CLASS
+
+
+def space(name):
+    """The `SearchSpace` object of `name` (loads TensorFlow)."""
+    return importlib.import_module(info(name).space).SPACE
+
+
+def entry(name):
+    """The EntryInfo of entry point `name`."""
+    try:
+        return ENTRY_POINTS[name]
+    except KeyError:
+        raise ValueError("unknown entry point {!r}: use one of {}".format(
+            name, ", ".join(ENTRY_POINTS))) from None
+
+
+def space_for(entry_name, search_for):
+    """The space that entry point `entry_name` runs for `--search_for`, or
+    None when no space of that entry point answers to it."""
+    for name in entry(entry_name).spaces:
+        if SPACES[name].search_for == search_for:
+            return name
+    return None
+
+
+def define_entry_flags(entry_name, flag_values):
+    """Defines entry point `entry_name`'s flags into `flag_values`."""
+    importlib.import_module(entry(entry_name).flags).define_flags(flag_values)
+    return flag_values

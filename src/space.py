@@ -1,0 +1,138 @@
+"""The protocol of a search space, and the run configuration every space
+shares.
+
+A search space is one package (`src/macro`, `src/micro`, `src/ptb`) whose
+`space` module holds `SPACE`, an object with the attributes and methods of
+`SearchSpace` below; `src.registry` maps names to them. The run loop
+(`src.run_loop`), the controller phase (`src.search`), and the tools
+(`src.arc`, `src.logs`, `src.export`, `src.bench`) take everything they
+need from it. BUILD.md, Architecture, has the checklist for a new space.
+"""
+
+import dataclasses
+
+
+@dataclasses.dataclass(kw_only=True)
+class RunConfig:
+    """What every run needs, read from the flags once (a space's config
+    subclasses it with its own fields)."""
+    data_path: str
+    output_dir: str
+    reset_output_dir: bool = False
+    batch_size: int
+    num_epochs: int
+    log_every: int
+    eval_every_epochs: int
+    seed: int
+    download: bool = True
+    child: object                  # the space's child config
+    train: object                  # the child's TrainConfig
+    # Search only (None / unused with a fixed arc).
+    controller: object = None      # the space's controller config
+    reinforce: object = None       # src.reinforce.ReinforceConfig
+    controller_training: bool = False
+    controller_train_every: int = 2
+    controller_train_steps: int = 50
+    controller_num_aggregate: int = 1
+    # Port options every entry point takes (src.flag_defs).
+    reference_checkpoint: str = None
+    jit_compile: str = "auto"
+    mixed_precision: bool = False
+    deterministic: bool = False
+    nan_policy: str = "stop"
+    distribution_strategy: str = "default"
+    num_cpu_devices: int = 0
+
+    @property
+    def searching(self):
+        return self.child.fixed_arc is None
+
+
+class SearchSpace:
+    """The protocol of a search space (subclass it, set the attributes,
+    implement the methods).
+
+    name: the registry key ("macro"); entry: the entry point that runs it
+    ("cifar10"); search_for: its `--search_for` value; model_name: the
+    reference's model scope, printed as "Build model <model_name>";
+    arc_class: its arc class (`parse`, `to_list`, `__str__`, `describe`).
+    """
+    name = None
+    entry = None
+    search_for = None
+    model_name = None
+    arc_class = None
+
+    def config_from_flags(self, flag_values):
+        """The run's config (a RunConfig) from the parsed flags; UserError
+        naming the flag for bad values."""
+        raise NotImplementedError
+
+    def parse_arc(self, values, child_cfg):
+        """An arc (of `arc_class`) from integers, checked against the
+        child's configuration."""
+        raise NotImplementedError
+
+    def build_child(self, child_cfg):
+        """The child network of a child config (a Keras layer)."""
+        raise NotImplementedError
+
+    def build_controller(self, controller_cfg):
+        """The controller of a controller config."""
+        raise NotImplementedError
+
+    def build_variables(self, child):
+        """Creates the child's variables (a forward pass if needed)."""
+        raise NotImplementedError
+
+    def prepare_export(self, cfg, source, reference, log):
+        """Adjusts `cfg` before the child is built for export from the
+        checkpoint `source` (`reference`: a TF1 checkpoint of the
+        reference's)."""
+        raise NotImplementedError
+
+    def export_averaging(self, cfg, child):
+        """(variables to restore besides the child's or None, a context in
+        which the child holds the weights to export)."""
+        raise NotImplementedError
+
+    def serving_statistics(self, cfg, log):
+        """(mean, std) the fixed child's serving signature bakes in, or
+        (None, None)."""
+        raise NotImplementedError
+
+    def open_session(self, cfg):
+        """Reads the data and returns the run's `Session` (below)."""
+        raise NotImplementedError
+
+    def printout(self, arc, score):
+        """The lines the reference prints for one of "Here are 10
+        architectures" (the arc and its score)."""
+        raise NotImplementedError
+
+    def arc_record(self, arc):
+        """The space's fields of the arc's `arcs.jsonl` record."""
+        raise NotImplementedError
+
+
+class Session:
+    """One run of a space, made by `SearchSpace.open_session(cfg)` once the
+    data is read; `src.run_loop.train` drives it.
+
+    num_train_batches: child steps per epoch.
+    build(strategy) -> (child, trainer, phase, extra checkpoint objects):
+      the models, built under the strategy's scope by the caller; phase is
+      the `src.search.ControllerPhase` when searching, else None.
+    resumed_at(epoch, step): the run starts at this epoch and global step
+      (after the checkpoint's restore; 0, 0 for a new run).
+    epoch_batches(epoch, step): the batches of `epoch` still to train after
+      global step `step` (a resumed run starts mid-epoch).
+    train_step(batch) -> dict of numpy values (loss, lr, grad_norm, ...).
+    observe(out): bookkeeping of every step before its log line.
+    train_log(out, epoch, step, minutes) -> (log line, summary scalars).
+    after_step(): what follows a step's log line.
+    before_eval(): what precedes an evaluation (and the controller phase).
+    evaluate(step, summaries): the evaluation printout of an epoch.
+    end_epoch(epoch): what follows an epoch, before its checkpoint.
+    finish(step, summaries): what follows the last epoch.
+    """
