@@ -234,9 +234,11 @@ def arc_source(opts):
 
 
 def _or_list(names):
+    """"a, b or c"."""
     names = list(names)
-    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 \
-        else names[0]
+    if len(names) == 1:
+        return names[0]
+    return ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def _infer_space(opts, source):
@@ -393,9 +395,11 @@ def define_flags(fv):
     classes = arc_classes()
     space_flags = ["--" + flag for cls in classes.values()
                    for flag in cls.SPACE_FLAGS]
-    search_for = ["{} ({})".format(value, name) if value != name else value
-                  for value, name in search_for_spaces().items()
-                  if value == registry.info(name).search_for]
+    search_for = []
+    for name in classes:
+        value = registry.info(name).search_for
+        search_for.append(value if value == name
+                          else "{} ({})".format(value, name))
     d = dict(flag_values=fv)
     flags.DEFINE_string("search_space", None, "{} (default: from "
                         "--search_for, the arcs.jsonl record{}).".format(
