@@ -54,59 +54,14 @@ records what was exported, from where, the step and the arc length.
 
 import json
 import os
-import re
 import sys
 
-from src import registry
+from src import flagfile, registry
 
 CONTROLLER_KEYS = ("arc", "log_prob", "entropy", "skip_count", "skip_penalty")
 INFO_FILE = os.path.join("assets.extra", "enas_export.json")
 
-_FLAG = re.compile(r"^--?(?P<name>[A-Za-z0-9_]+)(?:=(?P<value>.*))?$")
-
-
 # -- which entry point's flags ------------------------------------------------
-
-def _flagfile_args(path, seen):
-    """The arguments of an absl flagfile (nested flagfiles expanded)."""
-    from src.errors import UserError
-    real = os.path.realpath(path)
-    if real in seen:
-        return []
-    seen.add(real)
-    try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise UserError("cannot read --flagfile={}: {}".format(
-            path, e.strerror or e)) from None
-    args = []
-    for line in lines:
-        line = line.strip()
-        if not line or line.startswith(("#", "//")):
-            continue
-        args.extend(_expand([line], seen))
-    return args
-
-
-def _expand(argv, seen):
-    out = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        m = _FLAG.match(arg)
-        if m and m["name"] == "flagfile":
-            value = m["value"]
-            if value is None and i + 1 < len(argv):
-                value = argv[i + 1]
-                i += 1
-            if value:
-                out.extend(_flagfile_args(value, seen))
-        else:
-            out.append(arg)
-        i += 1
-    return out
-
 
 def choose_space(argv):
     """The entry point whose flags apply ("cifar10", "ptb", ...; a key of
@@ -115,17 +70,9 @@ def choose_space(argv):
     flagfiles (the last value wins, as absl reads them). UserError when
     neither is given."""
     from src.errors import UserError
-    args = _expand(list(argv[1:]), set())
-    values = {}
-    for i, arg in enumerate(args):
-        if arg == "--":
-            break
-        m = _FLAG.match(arg)
-        if m and m["name"] in ("space", "search_for"):
-            value = m["value"]
-            if value is None and i + 1 < len(args):
-                value = args[i + 1]
-            values[m["name"]] = value
+    args = flagfile.expand(list(argv[1:]))
+    values = {name: flagfile.last_value(args, name)
+              for name in ("space", "search_for")}
     entries = " or ".join(registry.ENTRY_POINTS)
     if values.get("space"):
         if values["space"] not in registry.ENTRY_POINTS:
