@@ -520,7 +520,7 @@ def test_closed_form_update_equals_t_sequential_updates():
     for va, vb in zip(a.non_trainable_weights, b.non_trainable_weights):
         np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=2e-6,
                                    atol=1e-7)
-    assert float(b._debias["moving_mean"][1]) == 71.0
+    assert float(b._debias["moving_mean"].local_step) == 71.0
 
 
 def test_first_update_makes_the_moving_mean_the_batch_mean():
@@ -563,7 +563,7 @@ def test_training_call_updates_statistics_once_per_step_per_node(driver):
                         replay.non_trainable_weights):
             np.testing.assert_allclose(v.numpy(), r.numpy(), rtol=1e-4,
                                        atol=1e-6)
-    assert float(child.output_bn(0)._debias["moving_mean"][1]) == 5.0
+    assert float(child.output_bn(0)._debias["moving_mean"].local_step) == 5.0
 
 
 def test_evaluation_leaves_the_statistics_alone():

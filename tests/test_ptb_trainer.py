@@ -136,7 +136,7 @@ def test_search_train_step_traces_once_for_every_arc():
             for _ in range(4)]
     assert trainer.train_step.experimental_get_tracing_count() == 1
     assert arcs == [PtbArc.parse(t, D).to_list() for t in ARCS + ARCS[:1]]
-    steps = float(c.output_bn(0)._debias["moving_mean"][1])
+    steps = float(c.output_bn(0)._debias["moving_mean"].local_step)
     assert steps == 4 * T   # statistics updated once per step per bn
 
 

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from src import distribute
 from src.common_ops import TF1HeNormal
+from src.moving_average import ZeroDebiased, one_minus
 
 
 def channel_axis(data_format):
@@ -57,9 +58,9 @@ class BatchNorm(keras.layers.Layer):
 
     Training: normalise with the batch mean and the biased batch variance
     (TF's fused kernel), and update the moving statistics with TF1's
-    zero-debiased `assign_moving_average`: `biased <- biased - (biased -
-    value) (1 - decay)`, `local_step += 1`, `moving = biased / (1 - decay **
-    local_step)`, fed the batch mean and the Bessel-corrected batch variance
+    zero-debiased `assign_moving_average` (`src.moving_average`): `biased
+    <- biased - (biased - value) (1 - decay)`, `local_step += 1`, `moving =
+    biased / (1 - decay ** local_step)`, fed the batch mean and the Bessel-corrected batch variance
     (what the fused kernel returns). After one step the moving mean is the
     batch mean. Inference: normalise with the moving statistics.
 
@@ -79,32 +80,18 @@ class BatchNorm(keras.layers.Layer):
     def build(self, input_shape):
         c = int(input_shape[channel_axis(self.data_format)])
         _add_batch_norm_weights(self, c)
-        zeros = keras.initializers.Zeros()
-        self._debias = {}
-        for stat in ("moving_mean", "moving_variance"):
-            self._debias[stat] = (
-                distribute.moving_weight(self, stat + "_biased", (c,),
-                                         zeros),
-                distribute.moving_weight(self, stat + "_local_step", (),
-                                         zeros))
-
-    def _update_moving(self, stat, value):
-        biased, local_step = self._debias[stat]
-        one_minus_decay = tf.constant(1.0 - self.decay, tf.float32)
-        new_biased = biased - (biased - value) * one_minus_decay
-        biased.assign(new_biased)
-        new_step = local_step + 1.0
-        local_step.assign(new_step)
-        bias_factor = 1.0 - tf.pow(1.0 - one_minus_decay, new_step)
-        getattr(self, stat).assign(new_biased / bias_factor)
+        self._debias = {
+            stat: ZeroDebiased(self, getattr(self, stat), stat, (c,))
+            for stat in ("moving_mean", "moving_variance")}
 
     def call(self, x, training=False):
         x, dtype = _to_float32(x)
         if training:
             y, mean, variance = distribute.fused_batch_norm(
                 x, self.scale, self.offset, self.epsilon, self.data_format)
-            self._update_moving("moving_mean", mean)
-            self._update_moving("moving_variance", variance)
+            one_minus_decay = one_minus(self.decay)
+            self._debias["moving_mean"].update(mean, one_minus_decay)
+            self._debias["moving_variance"].update(variance, one_minus_decay)
             return tf.cast(y, dtype)
         y, _, _ = tf.compat.v1.nn.fused_batch_norm(
             x, self.scale, self.offset, mean=self.moving_mean,

@@ -67,8 +67,10 @@ import numpy as np
 import tensorflow as tf
 
 from src import distribute
+from src.baked_arc import BakedArc
 from src.controller import WeightScope, seed_stream
 from src.errors import UserError
+from src.moving_average import ZeroDebiased, one_minus
 from src.ptb.arcs import PTB_FUNCS, PtbArc, ptb_arc_length
 
 __all__ = ["PtbChildConfig", "PtbChild", "PtbBatchNorm", "BakedArc",
@@ -81,16 +83,6 @@ __all__ = ["PtbChildConfig", "PtbChild", "PtbBatchNorm", "BakedArc",
 # step was slower (fixed 0.101 against 0.060 s, search 0.164 against 0.125
 # s on 2 cores) and took 53 s instead of 4 s to trace in search mode.
 DEFAULT_UNROLL_MAX_STEPS = 0
-
-
-class BakedArc:
-    """A search-mode arc fixed at trace time (Python ints): the search child
-    then slices its shared weights and picks activations without
-    `tf.switch_case`. Only benchmarks use it (the floor the gated search
-    step is compared with); each distinct arc needs its own trace."""
-
-    def __init__(self, values):
-        self.values = tuple(int(v) for v in values)
 
 
 def init_range(hidden_size):
@@ -213,8 +205,9 @@ class PtbBatchNorm(keras.layers.Layer):
     Training: normalise with the batch mean and the UNcorrected batch
     variance (`tf.nn.moments` over the batch): scale (x - mean) /
     sqrt(epsilon + var) + offset, epsilon 1.0. The moving statistics are
-    TF1's zero-debiased `assign_moving_average` (decay 0.999) of that mean
-    and variance: biased <- biased - (biased - value)(1 - decay),
+    TF1's zero-debiased `assign_moving_average` (decay 0.999,
+    `src.moving_average`) of that mean and variance: biased <- biased -
+    (biased - value)(1 - decay),
     local_step += 1, moving = biased / (1 - decay ** local_step).
     Inference: the same formula with the moving statistics.
 
@@ -248,13 +241,9 @@ class PtbBatchNorm(keras.layers.Layer):
                                                     (c,), zeros)
         self.moving_variance = distribute.moving_weight(
             self, "moving_variance", (c,), ones)
-        self._debias = {}
-        for stat in ("moving_mean", "moving_variance"):
-            self._debias[stat] = (
-                distribute.moving_weight(self, stat + "_biased", (c,),
-                                         zeros),
-                distribute.moving_weight(self, stat + "_local_step", (),
-                                         zeros))
+        self._debias = {
+            stat: ZeroDebiased(self, getattr(self, stat), stat, (c,))
+            for stat in ("moving_mean", "moving_variance")}
         self.built = True
 
     def normalize(self, x, training):
@@ -273,45 +262,19 @@ class PtbBatchNorm(keras.layers.Layer):
                        / tf.sqrt(self.epsilon + self.moving_variance)
                        + self.offset, dtype)
 
-    def _one_minus_decay(self):
-        # TF1 converts 1 - decay to float32 first, then uses 1 - that.
-        return tf.constant(1.0 - self.decay, tf.float32)
-
     def update_once(self, mean, variance):
         """One `assign_moving_average` of each statistic (the reference's
         per-step update)."""
-        c = self._one_minus_decay()
-        for stat, value in (("moving_mean", mean),
-                            ("moving_variance", variance)):
-            biased, local_step = self._debias[stat]
-            new_biased = biased - (biased - value) * c
-            biased.assign(new_biased)
-            new_step = local_step + 1.0
-            local_step.assign(new_step)
-            getattr(self, stat).assign(
-                new_biased / (1.0 - tf.pow(1.0 - c, new_step)))
+        c = one_minus(self.decay)
+        self._debias["moving_mean"].update(mean, c)
+        self._debias["moving_variance"].update(variance, c)
 
     def apply_updates(self, means, variances):
         """The T sequential updates of `update_once` for means, variances
-        [T, C], in closed form: biased_T = d^T biased_0 + (1 - d)
-        sum_t d^(T - t) value_t (t = 1..T), local_step += T."""
-        c = self._one_minus_decay()
-        d = 1.0 - c
-        steps = tf.shape(means)[0]
-        t_float = tf.cast(steps, tf.float32)
-        # Weight of step t (0-based): (1 - d) d^(T - 1 - t).
-        ages = tf.cast(tf.range(steps - 1, -1, -1), tf.float32)
-        weights = (c * tf.pow(d, ages))[:, None]
-        for stat, values in (("moving_mean", means),
-                             ("moving_variance", variances)):
-            biased, local_step = self._debias[stat]
-            new_biased = (tf.pow(d, t_float) * biased
-                          + tf.reduce_sum(weights * values, axis=0))
-            biased.assign(new_biased)
-            new_step = local_step + t_float
-            local_step.assign(new_step)
-            getattr(self, stat).assign(
-                new_biased / (1.0 - tf.pow(d, new_step)))
+        [T, C], in closed form (`ZeroDebiased.update_many`)."""
+        c = one_minus(self.decay)
+        self._debias["moving_mean"].update_many(means, c)
+        self._debias["moving_variance"].update_many(variances, c)
 
 
 class StartingStates(keras.layers.Layer):
