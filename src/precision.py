@@ -14,7 +14,8 @@ activation regularisers. The controllers are float32: build them inside
 
 The trainers scale the loss (`DynamicLossScale`, the rule of Keras'
 `LossScaleOptimizer`, kept outside the optimiser so that the gradients are
-unscaled before their norm is reported and before clipping): a step whose
+unscaled before their norm is reported and before clipping;
+`train_ops.apply_update` applies it): a step whose
 scaled gradients are not finite changes no weight and halves the scale; the
 scale doubles after every `growth_steps` finite steps in a row.
 
@@ -27,6 +28,9 @@ import contextlib
 
 import keras
 import tensorflow as tf
+
+from src import train_ops
+from src.errors import UserError
 
 MIXED_POLICY = "mixed_float16"
 
@@ -122,8 +126,6 @@ def resolve_jit_compile(flag_value, searching, space, whole_channels=True):
     (AUTO_JIT_COMPILE). "true" where XLA cannot compile the step
     (`xla_unsupported`) is a UserError.
     """
-    from src.errors import UserError
-
     if space not in SPACES:
         raise ValueError("unknown search space {!r}: use one of {}".format(
             space, ", ".join(SPACES)))
@@ -212,15 +214,6 @@ class DynamicLossScale(tf.Module):
         finite = _is_finite(grads)
         return [_divide(g, self.scale) for g in grads], finite
 
-    def gradients(self, tape, loss, variables):
-        """Differentiates scale x loss (scaled on the tape) and returns
-        (unscaled gradients, all finite). Call with the tape still
-        recording."""
-        with tape:
-            scaled = self.scale_loss(loss)
-        grads = tape.gradient(scaled, variables)
-        return self.unscale(grads)
-
     def apply_if_finite(self, finite, apply_fn, optimizer):
         """Runs `apply_fn()` (the optimiser's update and whatever goes with
         it) when `finite`, then updates the scale; otherwise only counts
@@ -263,35 +256,8 @@ def values_to_check(out):
 
 def apply_scaled_train_step(tape, loss, variables, optimizer, cfg,
                             loss_scale):
-    """`train_ops.apply_train_step` under loss scaling: adds L2 (float32),
-    differentiates the scaled objective, unscales, reports the global norm
-    of the unscaled gradients, clips them and applies them unless one is
-    not finite. Call with the tape still recording. Returns (learning rate,
-    gradient norm before clipping, skipped)."""
-    from src.train_ops import l2_loss
-
-    with tape:
-        total = float32(loss)
-        if cfg.l2_reg > 0:
-            total = total + cfg.l2_reg * l2_loss(variables)
-    grads, finite = loss_scale.gradients(tape, total, variables)
-    return apply_unscaled_gradients(grads, finite, variables, optimizer, cfg,
-                                    loss_scale)
-
-
-def apply_unscaled_gradients(grads, finite, variables, optimizer, cfg,
-                             loss_scale):
-    """The update from unscaled gradients (`finite`: whether all were):
-    global norm, clipping, this step's learning rate, the update or the
-    skip, and the scale's change. Returns (learning rate, gradient norm
-    before clipping, skipped)."""
-    from src import schedules
-    from src.train_ops import clip_gradients
-
-    grad_norm = tf.linalg.global_norm(grads)
-    grads = clip_gradients(grads, cfg.clip_mode, cfg.grad_bound)
-    lr = schedules.learning_rate(optimizer.iterations, cfg.lr)
-    skipped = loss_scale.apply_if_finite(
-        finite, lambda: optimizer.apply_gradients(zip(grads, variables)),
-        optimizer)
-    return lr, grad_norm, skipped
+    """`train_ops.apply_train_step` under loss scaling (kept for its
+    callers; the update is `train_ops.apply_update`). Returns (learning
+    rate, gradient norm before clipping, skipped)."""
+    return train_ops.apply_train_step(tape, loss, variables, optimizer, cfg,
+                                      loss_scale)[:3]

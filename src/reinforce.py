@@ -17,8 +17,8 @@ import dataclasses
 import tensorflow as tf
 
 from src import schedules
-from src.train_ops import (apply_if_finite, clip_gradients, l2_loss,
-                           make_optimizer)
+from src.train_ops import (all_finite, apply_update, l2_loss, make_optimizer,
+                           norm_clip_lr)
 
 
 @dataclasses.dataclass
@@ -101,30 +101,13 @@ class Reinforce:
         grads = tape.gradient(total, self.variables)
         grads = [tf.zeros_like(v) if g is None else g
                  for g, v in zip(grads, self.variables)]
-        grad_norm = tf.linalg.global_norm(grads)
-        grads = clip_gradients(grads, cfg.clip_mode, cfg.grad_bound)
-        lr = schedules.learning_rate(self.optimizer.iterations, self.lr_cfg)
-        finite = tf.reduce_all(tf.math.is_finite(
-            tf.stack([loss, reward, grad_norm])))
         if self.aggregate == 1:
-            apply_if_finite(self.optimizer, grads, self.variables, loss,
-                            reward, grad_norm)
+            update = apply_update(grads, self.variables, self.optimizer,
+                                  self.lr_cfg, cfg.clip_mode, cfg.grad_bound,
+                                  check=[loss, reward])
+            lr, grad_norm = update.lr, update.grad_norm
         else:
-            # A non-finite run adds nothing to the aggregate.
-            for acc, g in zip(self._accum, grads):
-                acc.assign_add(tf.where(finite, g, tf.zeros_like(g)))
-            self._count.assign_add(tf.cast(finite, tf.int64))
-
-            def apply():
-                mean = [acc / float(self.aggregate) for acc in self._accum]
-                self.optimizer.apply_gradients(zip(mean, self.variables))
-                for acc in self._accum:
-                    acc.assign(tf.zeros_like(acc))
-                self._count.assign(0)
-                return tf.constant(True)
-
-            tf.cond(self._count >= self.aggregate, apply,
-                    lambda: tf.constant(False))
+            lr, grad_norm = self._aggregate(grads, loss, reward)
         out = {"loss": loss, "entropy": sample["entropy"], "lr": lr,
                "grad_norm": grad_norm, "valid_acc": accuracy,
                "reward": reward, "baseline": tf.identity(self.baseline),
@@ -132,6 +115,32 @@ class Reinforce:
         if "skip_rate" in sample:
             out["skip_rate"] = sample["skip_rate"]
         return out
+
+    def _aggregate(self, grads, loss, reward):
+        """The sync_replicas path: this run's clipped gradients are added to
+        the aggregate (nothing when its loss, reward or gradient norm is not
+        finite); after `num_aggregate` finite runs their mean is applied.
+        Returns (learning rate, gradient norm before clipping)."""
+        cfg = self.cfg
+        grads, grad_norm, lr = norm_clip_lr(grads, self.optimizer,
+                                            self.lr_cfg, cfg.clip_mode,
+                                            cfg.grad_bound)
+        finite = all_finite([loss, reward, grad_norm])
+        for acc, g in zip(self._accum, grads):
+            acc.assign_add(tf.where(finite, g, tf.zeros_like(g)))
+        self._count.assign_add(tf.cast(finite, tf.int64))
+
+        def apply():
+            mean = [acc / float(self.aggregate) for acc in self._accum]
+            self.optimizer.apply_gradients(zip(mean, self.variables))
+            for acc in self._accum:
+                acc.assign(tf.zeros_like(acc))
+            self._count.assign(0)
+            return tf.constant(True)
+
+        tf.cond(self._count >= self.aggregate, apply,
+                lambda: tf.constant(False))
+        return lr, grad_norm
 
     def checkpoint_objects(self):
         """What a run checkpoint must hold for the controller's training."""

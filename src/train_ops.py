@@ -1,10 +1,13 @@
 """The reference's `get_train_ops`: L2, gradient norm, clipping, optimisers.
 
-`apply_train_step` is what every child and controller step calls after its
-forward pass; the pieces are separate functions so they test on their own.
+`apply_update` is the one update every child trainer and REINFORCE apply
+(norm, clipping, learning rate, the update unless a value is not finite,
+loss scaling); `apply_train_step` adds L2 and differentiates first. The
+pieces are separate functions so they test on their own.
 """
 
 import dataclasses
+import typing
 
 import keras
 import tensorflow as tf
@@ -113,48 +116,95 @@ class TrainConfig:
         default_factory=schedules.LrConfig)
 
 
-def apply_train_step(tape, loss, variables, optimizer, cfg):
-    """Adds L2, differentiates, clips and applies one update.
-
-    Call with the tape still recording (the L2 term is added under it).
-    Returns (learning rate used, global gradient norm before clipping), as the
-    reference reports them.
-    """
-    with tape:
-        total = loss
-        if cfg.l2_reg > 0:
-            total = loss + cfg.l2_reg * l2_loss(variables)
-    return apply_gradients(tape.gradient(total, variables), variables,
-                           optimizer, cfg, loss)
+class Update(typing.NamedTuple):
+    """What one update reports: this step's learning rate, the global norm
+    of the (unscaled) gradients before clipping, whether the update was
+    skipped (bool tensor: no weight changed, only the step counter moved),
+    and under loss scaling the scale this step used (else None)."""
+    lr: tf.Tensor
+    grad_norm: tf.Tensor
+    skipped: tf.Tensor
+    loss_scale: tf.Tensor = None
 
 
-def apply_gradients(grads, variables, optimizer, cfg, loss):
-    """The update from the full objective's gradients: global norm,
-    clipping, the learning rate of this step, and the update unless the
-    loss or the norm is not finite. Returns (learning rate, global gradient
-    norm before clipping)."""
-    grad_norm = tf.linalg.global_norm(grads)
-    grads = clip_gradients(grads, cfg.clip_mode, cfg.grad_bound)
-    lr = schedules.learning_rate(optimizer.iterations, cfg.lr)
-    apply_if_finite(optimizer, grads, variables, loss, grad_norm)
-    return lr, grad_norm
-
-
-def apply_if_finite(optimizer, grads, variables, *values):
-    """Applies the update only when every value in `values` (loss, gradient
-    norm, reward, ...) is finite; otherwise only the step counter moves, so
-    a NaN never reaches the weights and the data order stays aligned with
-    the step (the entry points then stop or, with --nan_policy=skip_arc, go
-    on). Returns whether the update was applied."""
-    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(
+def all_finite(values):
+    """Whether every element of every value is finite (a bool tensor)."""
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(
         tf.cast(v, tf.float32))) for v in values])
 
-    def apply():
+
+def norm_clip_lr(grads, optimizer, lr_cfg, clip_mode=None, grad_bound=None):
+    """The pieces of an update before it is applied: (the gradients clipped
+    as `clip_mode` says, their global norm before clipping, the learning
+    rate of this step, `schedules.learning_rate(optimizer.iterations,
+    lr_cfg)`)."""
+    grad_norm = tf.linalg.global_norm(grads)
+    grads = clip_gradients(grads, clip_mode, grad_bound)
+    lr = schedules.learning_rate(optimizer.iterations, lr_cfg)
+    return grads, grad_norm, lr
+
+
+def apply_update(grads, variables, optimizer, lr_cfg, clip_mode=None,
+                 grad_bound=None, check=(), loss_scale=None,
+                 after_apply=None):
+    """The one update every trainer and REINFORCE apply: global norm,
+    clipping, this step's learning rate, then the optimiser's update, or
+    only the step counter's move when a value is not finite.
+
+    grads: the gradients of the whole objective (L2 included) for
+      `variables`; under loss scaling (`loss_scale`, a
+      `precision.DynamicLossScale`) of the scaled objective: they are
+      unscaled here, before their norm is taken.
+    check: values that must be finite for the update to apply (the loss,
+      the reward, ...); the gradient norm is always checked. Without loss
+      scaling a non-finite one skips the update (the step counter still
+      moves, so the data order stays aligned with the step; the entry
+      points then stop or, with --nan_policy=skip_arc, go on). Under loss
+      scaling the update is gated by the scaled gradients being finite
+      (`DynamicLossScale.apply_if_finite`: a skip also halves the scale).
+    after_apply: called right after the optimiser's update, inside the
+      applied branch (the PTB trainer's moving average of the weights).
+    Returns an `Update`.
+    """
+    if loss_scale is not None:
+        scale = tf.identity(loss_scale.scale)
+        grads, finite = loss_scale.unscale(grads)
+    grads, grad_norm, lr = norm_clip_lr(grads, optimizer, lr_cfg, clip_mode,
+                                        grad_bound)
+
+    def update():
         optimizer.apply_gradients(zip(grads, variables))
-        return tf.constant(True)
+        if after_apply is not None:
+            after_apply()
+
+    if loss_scale is not None:
+        skipped = loss_scale.apply_if_finite(finite, update, optimizer)
+        return Update(lr, grad_norm, skipped, scale)
+
+    def apply():
+        update()
+        return tf.constant(False)
 
     def skip():
         optimizer.iterations.assign_add(1)
-        return tf.constant(False)
+        return tf.constant(True)
 
-    return tf.cond(finite, apply, skip)
+    skipped = tf.cond(all_finite(list(check) + [grad_norm]), apply, skip)
+    return Update(lr, grad_norm, skipped)
+
+
+def apply_train_step(tape, loss, variables, optimizer, cfg, loss_scale=None):
+    """Adds L2 (`cfg.l2_reg`), differentiates (the scaled objective under
+    loss scaling), and applies one update (`apply_update`, with `cfg`'s
+    clipping and learning rate, `loss` checked). Call with the tape still
+    recording (the L2 term and the scaling are added under it). Returns an
+    `Update`."""
+    with tape:
+        total = tf.cast(loss, tf.float32)  # no-op on a float32 loss
+        if cfg.l2_reg > 0:
+            total = total + cfg.l2_reg * l2_loss(variables)
+        if loss_scale is not None:
+            total = loss_scale.scale_loss(total)
+    return apply_update(tape.gradient(total, variables), variables,
+                        optimizer, cfg.lr, cfg.clip_mode, cfg.grad_bound,
+                        check=[loss], loss_scale=loss_scale)

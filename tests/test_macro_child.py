@@ -8,6 +8,7 @@ from src.cifar10 import arcs
 from src.cifar10.child_trainer import ChildTrainer
 from src.cifar10.image_ops import BatchNorm
 from src.cifar10.macro_child import MacroChild, MacroConfig, count_params
+from src.child_output import ChildOutput
 from src.errors import UserError
 from src import schedules
 from src.train_ops import TrainConfig
@@ -25,6 +26,18 @@ def child(text=FINAL_6, num_layers=6, out_filters=16, **kw):
 def test_output_is_ten_logits_per_image():
     m = child()
     assert m(tf.zeros([3, 32, 32, 3]), training=False).shape == (3, 10)
+
+
+def test_the_trainer_interface_outputs_step_and_variables():
+    m = child("0", num_layers=1, out_filters=4)
+    x = tf.random.stateless_normal([2, 32, 32, 3], seed=[1, 2])
+    out = m.outputs(x, training=False)
+    assert isinstance(out, ChildOutput) and out.aux_logits is None
+    np.testing.assert_array_equal(out.logits.numpy(),
+                                  m(x, training=False).numpy())
+    assert m.takes_step is False
+    assert m.optimizer_variables(True) == m.optimizer_variables() == list(
+        m.trainable_variables)
 
 
 def test_parameter_count_matches_the_reference_for_the_final_arc_prefix():

@@ -464,6 +464,10 @@ def test_aux_head_in_training_and_its_weights_left_to_the_optimiser():
     assert shapes["child/aux_head/fc/w"] == (768, 10)
     logits, aux = m(x, training=True, step=tf.constant(0))
     assert logits.shape == aux.shape == (2, 10)
+    out = m.outputs(x, training=True, step=tf.constant(0))
+    assert out.logits.shape == out.aux_logits.shape == (2, 10)
+    assert m.outputs(x, training=False).aux_logits is None
+    assert m.takes_step is True
     aux_vars = {id(v) for v in m.aux_head.trainable_weights}
     assert len(aux_vars) == 7
     body = m.optimizer_variables()

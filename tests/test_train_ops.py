@@ -34,7 +34,8 @@ def test_norm_clipping_clips_each_tensor_and_is_applied():
                                 optim_algo="sgd",
                                 lr=schedules.LrConfig(lr_init=1.0))
     opt = train_ops.make_optimizer("sgd", 1.0)
-    lr, gn = train_ops.apply_train_step(tape, loss, [var], opt, cfg)
+    update = train_ops.apply_train_step(tape, loss, [var], opt, cfg)
+    lr, gn = update.lr, update.grad_norm
     assert float(gn) == pytest.approx(5.0)  # reported before clipping
     np.testing.assert_allclose(var.numpy(), [-0.6, -0.8], rtol=1e-6)
 
@@ -76,7 +77,8 @@ def test_apply_train_step_adds_l2_to_the_gradient_and_reports_the_lr():
     opt = train_ops.make_optimizer("sgd", schedules.StepSchedule(cfg.lr))
     with tf.GradientTape() as tape:
         loss = 3.0 * var[0]
-    lr, gn = train_ops.apply_train_step(tape, loss, [var], opt, cfg)
+    update = train_ops.apply_train_step(tape, loss, [var], opt, cfg)
+    lr, gn = update.lr, update.grad_norm
     # d/dw (3w + 0.5 w^2) = 3 + w = 5
     assert float(gn) == pytest.approx(5.0)
     assert float(lr) == pytest.approx(0.1)

@@ -6,13 +6,10 @@ step of the reference's `_build_train` + `get_train_ops`, and the evaluation
 step of `_build_valid` / `_build_test`.
 """
 
-import inspect
-
-import numpy as np
 import tensorflow as tf
 
 from src import distribute, precision, schedules
-from src.train_ops import (apply_gradients, apply_train_step, l2_loss,
+from src.train_ops import (apply_train_step, apply_update, l2_loss,
                            make_optimizer)
 
 IMAGE_SPEC = tf.TensorSpec([None, 32, 32, 3], tf.float32, name="images")
@@ -45,10 +42,14 @@ class ChildTrainer:
     train_aux_head: children with an aux head (the micro child) leave its
     weights out of the optimiser, as the reference, unless this is set.
 
-    A child may return (logits, aux_logits) in training; the objective is
-    then cross-entropy + 0.4 x aux cross-entropy, and the logged loss the
-    first term alone, as the reference logs it. A child whose `call` takes
-    `step` receives the global step (drop-path's training progress).
+    child: a CIFAR child (`MacroChild`, `MicroChild`): its
+    `outputs(images, training, ...)` gives a `ChildOutput(logits,
+    aux_logits)`; with aux logits (the micro child's
+    aux head, in training) the objective is cross-entropy + 0.4 x aux
+    cross-entropy, and the logged loss the first term alone, as the
+    reference logs it. When its `takes_step` is True its `call` receives
+    the global step (drop-path's training progress). The optimiser updates
+    `child.optimizer_variables(train_aux_head)`.
 
     jit_compile: compile the training and evaluation steps with XLA
     (`precision.resolve_jit_compile` gives the measured choice).
@@ -82,15 +83,11 @@ class ChildTrainer:
         self.loss_scale = (precision.DynamicLossScale() if mixed_precision
                            else None)
         precision.check_loss_scaling(child, mixed_precision)
-        self._pass_step = "step" in inspect.signature(child.call).parameters
         self.optimizer = make_optimizer(
             train_cfg.optim_algo, schedules.StepSchedule(train_cfg.lr))
         # Variables are created eagerly, outside the traced steps.
         self._forward(tf.zeros([2, 32, 32, 3]), training=False)
-        if hasattr(child, "optimizer_variables"):
-            self.variables = list(child.optimizer_variables(train_aux_head))
-        else:
-            self.variables = list(child.trainable_variables)
+        self.variables = list(child.optimizer_variables(train_aux_head))
         self.optimizer.build(self.variables)
         self.train_step = tf.function(
             self._train_step if strategy is None
@@ -120,30 +117,29 @@ class ChildTrainer:
             kwargs["arc"] = arc
         elif self.arc_fn is not None:
             kwargs["arc"] = self.arc_fn()
-        if self._pass_step:
+        if self.child.takes_step:
             kwargs["step"] = self.optimizer.iterations
-        return self.child(images, training=training, **kwargs)
+        return self.child.outputs(images, training=training, **kwargs)
 
     def _train_step(self, images, labels):
         with tf.GradientTape() as tape:
             out = self._forward(images, training=True)
-            logits, aux_logits = out if isinstance(out, tuple) else (out, None)
-            loss = cross_entropy(logits, labels)
+            loss = cross_entropy(out.logits, labels)
             objective = loss
-            if aux_logits is not None:
-                objective = loss + 0.4 * cross_entropy(aux_logits, labels)
-        if self.loss_scale is None:
-            lr, grad_norm = apply_train_step(tape, objective, self.variables,
-                                             self.optimizer, self.cfg)
-            return {"loss": loss, "lr": lr, "grad_norm": grad_norm,
-                    "train_acc": num_correct(logits, labels)}
-        scale = tf.identity(self.loss_scale.scale)
-        lr, grad_norm, skipped = precision.apply_scaled_train_step(
-            tape, objective, self.variables, self.optimizer, self.cfg,
-            self.loss_scale)
-        return {"loss": loss, "lr": lr, "grad_norm": grad_norm,
-                "train_acc": num_correct(logits, labels),
-                "loss_scale": scale, "skipped": skipped}
+            if out.aux_logits is not None:
+                objective = loss + 0.4 * cross_entropy(out.aux_logits, labels)
+        update = apply_train_step(tape, objective, self.variables,
+                                  self.optimizer, self.cfg, self.loss_scale)
+        return self._step_output(loss, num_correct(out.logits, labels),
+                                 update)
+
+    def _step_output(self, loss, correct, update):
+        out = {"loss": loss, "lr": update.lr, "grad_norm": update.grad_norm,
+               "train_acc": correct}
+        if self.loss_scale is not None:
+            out["loss_scale"] = update.loss_scale
+            out["skipped"] = update.skipped
+        return out
 
     def _distributed_train_step(self, images, labels):
         """`_train_step` under `self.strategy`: the arc sampled once, each
@@ -154,18 +150,11 @@ class ChildTrainer:
             self.strategy, self._replica_gradients, (images, labels, arc))
         loss = distribute.total(self.strategy, loss)
         correct = distribute.total(self.strategy, correct)
-        out = {"loss": loss, "train_acc": correct}
-        if self.loss_scale is None:
-            out["lr"], out["grad_norm"] = apply_gradients(
-                grads, self.variables, self.optimizer, self.cfg, loss)
-        else:
-            out["loss_scale"] = tf.identity(self.loss_scale.scale)
-            grads, finite = self.loss_scale.unscale(grads)
-            out["lr"], out["grad_norm"], out["skipped"] = \
-                precision.apply_unscaled_gradients(
-                    grads, finite, self.variables, self.optimizer, self.cfg,
-                    self.loss_scale)
-        return out
+        cfg = self.cfg
+        update = apply_update(grads, self.variables, self.optimizer, cfg.lr,
+                              cfg.clip_mode, cfg.grad_bound, check=[loss],
+                              loss_scale=self.loss_scale)
+        return self._step_output(loss, correct, update)
 
     def _replica_gradients(self, images, labels, arc):
         """One replica's part of a step: its rows of the batch, the
@@ -186,11 +175,10 @@ class ChildTrainer:
 
         with tf.GradientTape() as tape:
             out = self._forward(images, training=True, arc=arc)
-            logits, aux_logits = out if isinstance(out, tuple) else (out, None)
-            loss = share(logits)
+            loss = share(out.logits)
             objective = loss
-            if aux_logits is not None:
-                objective = loss + 0.4 * share(aux_logits)
+            if out.aux_logits is not None:
+                objective = loss + 0.4 * share(out.aux_logits)
             if self.cfg.l2_reg > 0:
                 objective = objective + (
                     self.cfg.l2_reg * l2_loss(self.variables)
@@ -198,13 +186,12 @@ class ChildTrainer:
             if self.loss_scale is not None:
                 objective = self.loss_scale.scale_loss(objective)
         return (tape.gradient(objective, self.variables), loss,
-                num_correct(logits, labels))
+                num_correct(out.logits, labels))
 
     def logits(self, images):
         """Evaluation logits: inference mode, or training mode when
         `eval_training_mode` (aux logits dropped)."""
-        out = self._forward(images, training=self.eval_training_mode)
-        return out[0] if isinstance(out, tuple) else out
+        return self._forward(images, training=self.eval_training_mode).logits
 
     def _eval_step(self, images, labels):
         # Searching, every batch is scored with a fresh arc, as the
@@ -218,12 +205,3 @@ class ChildTrainer:
             correct += int(self.eval_step(images, labels))
             total += int(labels.shape[0])
         return correct / max(1, total)
-
-
-def check_finite(values, step, epoch):
-    """Raises FloatingPointError naming the first NaN/Inf value."""
-    for name, value in values.items():
-        if not np.all(np.isfinite(value)):
-            raise FloatingPointError(
-                "{} is {} at step {} (epoch {})".format(name, value, step,
-                                                        epoch))

@@ -28,6 +28,8 @@ import functools
 import keras
 import tensorflow as tf
 
+from src.baked_arc import BakedArc  # also imported from here (src.bench)
+from src.child_output import ChildOutput
 from src.cifar10 import arcs
 from src.cifar10.image_ops import (BatchNorm, Classifier, ConvBN,
                                    FactorizedReduction, Pool3x3, SlicedConvBN,
@@ -302,16 +304,6 @@ class FinalConv(keras.layers.Layer):
         return tf.nn.relu(self.bn(out, training=training))
 
 
-class BakedArc:
-    """An arc fixed at trace time (Python ints): the search child then runs
-    its choices without `tf.switch_case` or masking by skip bits. Only the
-    benchmark uses it, as the floor the gated search step is compared with;
-    each distinct arc needs its own trace."""
-
-    def __init__(self, values):
-        self.values = tuple(int(v) for v in values)
-
-
 class SkipSum(keras.layers.Layer):
     """Search-mode skip connections (`skip`): the layer's output plus every
     earlier output whose skip value is 1, then BN (`bn`)."""
@@ -446,8 +438,17 @@ class MacroChild(keras.layers.Layer):
     Fixed mode (`cfg.fixed_arc` set): `child(images, training)`.
     Search mode (`cfg.fixed_arc` None): `child(images, training, arc=arc)`
     with `arc` an int32 tensor of `cfg.arc_length` values in the flat
-    encoding of `arcs.MacroArc` (one traced function serves every arc).
+    encoding of `arcs.MacroArc` (one traced function serves every arc), or
+    a BakedArc (Python values fixed at trace time: the benchmark's floor).
+
+    What a trainer asks of every CIFAR child (`ChildTrainer`):
+    `outputs(images, training, **kwargs)` (a `ChildOutput`, aux_logits None
+    here), `takes_step` (whether `call` takes the global step: False here)
+    and `optimizer_variables(train_aux_head)`.
     """
+
+    # `call` takes no `step` (nothing here depends on training progress).
+    takes_step = False
 
     def __init__(self, cfg, name="child", **kwargs):
         super().__init__(name=name, **kwargs)
@@ -526,6 +527,17 @@ class MacroChild(keras.layers.Layer):
             for layer in self.macro_layers:
                 layers = layer(layers, training=training)
         return self.fc(layers[-1], training=training)
+
+    def outputs(self, images, training=False, **kwargs):
+        """`self(images, training, **kwargs)` as a `ChildOutput(logits,
+        None)`: the macro child has no aux head."""
+        return ChildOutput(self(images, training=training, **kwargs), None)
+
+    def optimizer_variables(self, train_aux_head=False):
+        """The variables the optimiser updates (and the L2 term covers):
+        every trainable weight (there is no aux head; `train_aux_head` is
+        accepted for the common interface and changes nothing)."""
+        return list(self.trainable_variables)
 
 
 def count_params(model):

@@ -43,16 +43,18 @@ import functools
 import keras
 import tensorflow as tf
 
+from src.baked_arc import BakedArc
+from src.child_output import ChildOutput
 from src.cifar10 import arcs
 from src.cifar10.image_ops import (AuxHead, BatchNorm, Classifier, ConvBN,
                                    FactorizedReduction, RowSepConvBN,
                                    SepConvBN, channel_axis, drop_path,
                                    pool3x3)
-from src.cifar10.macro_child import BakedArc
 from src.common_ops import TF1HeNormal
 from src.errors import UserError
 
-__all__ = ["MicroConfig", "MicroChild", "BakedArc", "pool_layers",
+__all__ = ["MicroConfig", "MicroChild", "BakedArc", "ChildOutput",
+           "pool_layers",
            "aux_head_layer", "drop_path_keep_prob"]
 
 
@@ -549,8 +551,8 @@ class SearchMicroLayer(keras.layers.Layer):
 class MicroChild(keras.layers.Layer):
     """The micro child network: images [N, H, W, 3] (NHWC, normalised; 32x32
     for CIFAR-10) -> logits [N, 10]; in training with `use_aux_heads`,
-    (logits, aux_logits). With `data_format="NCHW"` it transposes its input
-    and computes in NCHW.
+    `ChildOutput(logits, aux_logits)` (a tuple). With `data_format="NCHW"`
+    it transposes its input and computes in NCHW.
 
     Fixed mode (`cfg.fixed_arc` set): `child(images, training, step=step)`,
     step the global step (drop-path's progress; needed in training when
@@ -565,7 +567,15 @@ class MicroChild(keras.layers.Layer):
     statistics) and the aux head's always use batch statistics, as the
     reference. The reference runs its search child in training mode in
     every pass; passing that is the caller's choice.
+
+    What a trainer asks of every CIFAR child (`ChildTrainer`):
+    `outputs(images, training, **kwargs)` (always a `ChildOutput`),
+    `takes_step` (True here: `call` takes the global step, drop-path's
+    progress) and `optimizer_variables(train_aux_head)`.
     """
+
+    # `call` takes `step` (fixed mode's drop-path; search mode ignores it).
+    takes_step = True
 
     def __init__(self, cfg, name="child", **kwargs):
         super().__init__(name=name, **kwargs)
@@ -702,10 +712,22 @@ class MicroChild(keras.layers.Layer):
         outputs = self.layer_outputs(images, training=training, arc=arc,
                                      step=step)
         logits = self.fc(tf.nn.relu(outputs[-1]), training=training)
-        if training and self.aux_head is not None:
+        if self._returns_aux(training):
             # The aux head always normalises with batch statistics.
-            return logits, self.aux_head(outputs[self.aux_head_layer])
+            return ChildOutput(
+                logits, self.aux_head(outputs[self.aux_head_layer]))
         return logits
+
+    def _returns_aux(self, training):
+        return bool(training) and self.aux_head is not None
+
+    def outputs(self, images, training=False, **kwargs):
+        """`self(images, training, **kwargs)` as a `ChildOutput`: the aux
+        logits in training with an aux head, else None."""
+        out = self(images, training=training, **kwargs)
+        if self._returns_aux(training):
+            return out
+        return ChildOutput(out, None)
 
     def optimizer_variables(self, train_aux_head=False):
         """The trainable variables the reference's optimiser updates (and its

@@ -23,9 +23,9 @@ import numpy as np
 import tensorflow as tf
 
 from src import distribute, precision, schedules
+from src.baked_arc import BakedArc
 from src.ptb import data as ptb_data
-from src.ptb.ptb_child import BakedArc
-from src.train_ops import TrainConfig, clip_gradients, l2_loss, make_optimizer
+from src.train_ops import TrainConfig, apply_update, l2_loss, make_optimizer
 
 __all__ = ["PtbTrainConfig", "PtbTrainer", "progress_points"]
 
@@ -240,18 +240,14 @@ class PtbTrainer:
         arc = self.arc_fn() if child.searching else None
         state = tf.stack([tf.convert_to_tensor(v)
                           for v in child.train_states])
-        if self.loss_scale is not None:
-            scale = tf.identity(self.loss_scale.scale)
         if self.strategy is None:
             batch = tf.cast(tf.shape(x)[0], tf.float32)
             with tf.GradientTape() as tape:
                 loss, objective, nll, next_state = self._objective(
                     x, y, state, arc, batch)
-            if self.loss_scale is None:
-                grads = tape.gradient(objective, self.variables)
-            else:
-                grads, finite = self.loss_scale.gradients(tape, objective,
-                                                          self.variables)
+                if self.loss_scale is not None:
+                    objective = self.loss_scale.scale_loss(objective)
+            grads = tape.gradient(objective, self.variables)
             train_ppl = tf.exp(tf.reduce_mean(nll))
         else:
             # Each replica takes its rows of the windows and of the state;
@@ -265,51 +261,36 @@ class PtbTrainer:
                                / distribute.total(self.strategy, count))
             next_state = tf.ensure_shape(
                 self.strategy.gather(next_state, axis=1), state.shape)
-            if self.loss_scale is not None:
-                grads, finite = self.loss_scale.unscale(grads)
-        grad_norm = tf.linalg.global_norm(grads)
-        grads = clip_gradients(grads, cfg.clip_mode, cfg.grad_bound)
-        lr = schedules.learning_rate(self.optimizer.iterations, cfg.lr)
-
-        def update():
-            self.optimizer.apply_gradients(zip(grads, self.variables))
-            if self.shadows is not None:
-                c = tf.constant(1.0 - cfg.moving_average, tf.float32)
-                for shadow, v in zip(self.shadows, self.variables):
-                    shadow.assign(shadow - (shadow - v) * c)
-
-        if self.loss_scale is None:
-            # A non-finite loss or gradient never reaches the weights; the
-            # step counter still moves (the entry point stops or skips).
-            finite = tf.logical_and(tf.math.is_finite(loss),
-                                    tf.math.is_finite(grad_norm))
-
-            def apply():
-                update()
-                return tf.constant(True)
-
-            def skip():
-                self.optimizer.iterations.assign_add(1)
-                return tf.constant(False)
-
-            tf.cond(finite, apply, skip)
-        else:
-            skipped = self.loss_scale.apply_if_finite(finite, update,
-                                                      self.optimizer)
+        # A non-finite loss or gradient never reaches the weights (nor the
+        # moving average); the step counter still moves (the entry point
+        # stops or skips).
+        update = apply_update(grads, self.variables, self.optimizer, cfg.lr,
+                              cfg.clip_mode, cfg.grad_bound, check=[loss],
+                              loss_scale=self.loss_scale,
+                              after_apply=self._update_moving_average)
         for v, s in zip(child.train_states, tf.unstack(next_state)):
             # The carried state keeps its last finite value.
             v.assign(tf.where(tf.math.is_finite(loss),
                               tf.stop_gradient(s), v))
-        out = {"loss": loss, "lr": lr, "grad_norm": grad_norm,
+        out = {"loss": loss, "lr": update.lr, "grad_norm": update.grad_norm,
                "train_ppl": train_ppl}
         if self.loss_scale is not None:
-            out["loss_scale"] = scale
-            out["skipped"] = skipped
+            out["loss_scale"] = update.loss_scale
+            out["skipped"] = update.skipped
         if arc is not None and not isinstance(arc, BakedArc):
             out["arc"] = arc
         return out
 
     # -- moving average
+
+    def _update_moving_average(self):
+        """shadow <- shadow - (shadow - var) (1 - d) after an applied update
+        (TF1's `ExponentialMovingAverage` without num_updates)."""
+        if self.shadows is None:
+            return
+        c = tf.constant(1.0 - self.cfg.moving_average, tf.float32)
+        for shadow, v in zip(self.shadows, self.variables):
+            shadow.assign(shadow - (shadow - v) * c)
 
     @contextlib.contextmanager
     def averaged_weights(self):

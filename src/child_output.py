@@ -1,0 +1,17 @@
+"""What a CIFAR-10 child returns: `ChildOutput(logits, aux_logits)`.
+
+Both children (`MacroChild`, `MicroChild`) return one, whatever the mode:
+`aux_logits` is the micro child's aux head in training (with
+`use_aux_heads`), None otherwise. It is a NamedTuple, so `out[0]` and
+`logits, aux_logits = out` work too.
+"""
+
+import typing
+
+import tensorflow as tf
+
+
+class ChildOutput(typing.NamedTuple):
+    """logits [N, 10]; aux_logits [N, 10] or None."""
+    logits: tf.Tensor
+    aux_logits: typing.Optional[tf.Tensor] = None
