@@ -227,14 +227,18 @@ def phase_hooks(cfg, child, data):
 
 class CifarSession:
     """A CIFAR-10 run (src.space.Session): the data read, the learning
-    rate's and drop-path's step counts set from the batches per epoch."""
+    rate's and drop-path's step counts set from the batches per epoch.
+    data: a CifarData already read (src.bench's synthetic images), else
+    read from cfg.data_path."""
 
-    def __init__(self, space, cfg):
+    def __init__(self, space, cfg, data=None):
         self.space = space
         self.cfg = cfg
-        self.data = cifar_data.read_data(cfg.data_path,
-                                         num_valids=cfg.num_valids,
-                                         download=cfg.download)
+        if data is None:
+            data = cifar_data.read_data(cfg.data_path,
+                                        num_valids=cfg.num_valids,
+                                        download=cfg.download)
+        self.data = data
         num_train = self.data.num_examples("train")
         self.num_train_batches = math.ceil(num_train / cfg.batch_size)
         cfg.train.lr.num_train_batches = self.num_train_batches

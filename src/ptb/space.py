@@ -217,16 +217,18 @@ def phase_hooks(cfg, trainer, valid_rows):
 
 class PtbSession:
     """A PTB run (src.space.Session): the corpus read and checked, the
-    learning rate's step counts set from the windows per epoch."""
+    learning rate's step counts set from the windows per epoch.
+    data: a PtbData already read (src.bench's synthetic corpus), else read
+    from cfg.data_path."""
 
-    def __init__(self, space, cfg):
+    def __init__(self, space, cfg, data=None):
         self.space = space
         self.cfg = cfg
-        if cfg.train_on_valid:
+        if data is None and cfg.train_on_valid:
             print("note: --train_on_valid: training on the valid text, "
                   "validating and testing on the test text")
             data = ptb_data.read_dev_data(cfg.data_path)
-        else:
+        elif data is None:
             data = ptb_data.read_data(cfg.data_path, download=cfg.download)
         ptb_data.print_sizes(data)
         ptb_data.check_stream(data.train, cfg.batch_size, cfg.bptt_steps,
