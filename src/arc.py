@@ -32,6 +32,8 @@ import shutil
 import subprocess
 import sys
 
+from absl import flags
+
 from src import flagfile, registry, tool
 from src.errors import UserError
 
@@ -390,8 +392,6 @@ def define_flags(fv):
     """Defines this tool's absl flags into `fv`: its own, and the size
     flags of every space's arc class (named as the entry points' flags, so
     a run's flagfile gives them)."""
-    from absl import flags
-
     classes = arc_classes()
     space_flags = ["--" + flag for cls in classes.values()
                    for flag in cls.SPACE_FLAGS]

@@ -52,11 +52,26 @@ The export is always NHWC float32 (a run with --data_format=NCHW or
 records what was exported, from where, the step and the arc length.
 """
 
+import contextlib
+import functools
 import json
 import os
+import shutil
 import sys
 
-from src import flagfile, registry
+import keras
+import tensorflow as tf
+from absl import flags
+from absl import logging
+
+from src import entry_point, flagfile, registry
+from src.checkpoints import has_checkpoint, variables_by_path
+from src.cifar10 import data as cifar_data
+from src.errors import UserError
+from src.ptb.ptb_child import PtbChild
+from src.reference_checkpoint import (import_reference_checkpoint,
+                                      resolve_checkpoint)
+from src.run_loop import space_of
 
 CONTROLLER_KEYS = ("arc", "log_prob", "entropy", "skip_count", "skip_penalty")
 INFO_FILE = os.path.join("assets.extra", "enas_export.json")
@@ -69,7 +84,6 @@ def choose_space(argv):
     entry point of the space it names), looked up in argv and its
     flagfiles (the last value wins, as absl reads them). UserError when
     neither is given."""
-    from src.errors import UserError
     args = flagfile.expand(list(argv[1:]))
     values = {name: flagfile.last_value(args, name)
               for name in ("space", "search_for")}
@@ -99,7 +113,6 @@ def choose_space(argv):
 def define_export_flags(fv):
     """The export's own flags, defined into `fv` (beside the entry
     point's)."""
-    from absl import flags
     flags.DEFINE_string("checkpoint_dir", None,
                         "A run's --output_dir (its newest checkpoint) or a "
                         "checkpoint prefix. Default: --output_dir.",
@@ -153,8 +166,6 @@ def restore_run_checkpoint(path, child=None, controller=None, shadows=None):
     the two optimisers' update counts (None when absent). UserError when a
     part does not fit."""
     import tensorflow as tf
-    from src.checkpoints import variables_by_path
-    from src.errors import UserError
 
     objects = {}
     if child is not None:
@@ -186,7 +197,6 @@ def restore_run_checkpoint(path, child=None, controller=None, shadows=None):
 # -- the SavedModel ----------------------------------------------------------
 
 def _child_kind(child):
-    from src.ptb.ptb_child import PtbChild
     return "ptb" if isinstance(child, PtbChild) else "cifar10"
 
 
@@ -256,7 +266,6 @@ def child_signatures(child, mean=None, std=None, batch_statistics=False):
     out["predict_normalized"] = tf.function(normalized,
                                             input_signature=[floats])
     if mean is not None and std is not None:
-        from src.cifar10 import data as cifar_data
         mean = [float(v) for v in mean]
         std = [float(v) for v in std]
 
@@ -295,7 +304,6 @@ def save_export(export_dir, child=None, controller=None, mean=None, std=None,
     sorted signature names. info: extra entries for
     `assets.extra/enas_export.json`."""
     import tensorflow as tf
-    from src.checkpoints import variables_by_path
 
     module = tf.Module()
     signatures = {}
@@ -331,8 +339,6 @@ def save_export(export_dir, child=None, controller=None, mean=None, std=None,
 def _check_export_dir(export_dir, overwrite, remove=False):
     """UserError unless `export_dir` is new, empty, or (with `overwrite`) a
     SavedModel; remove: then delete that SavedModel."""
-    import shutil
-    from src.errors import UserError
     if not export_dir:
         raise UserError("--export_dir is required: the folder the SavedModel "
                         "goes to")
@@ -356,13 +362,8 @@ def export_from_config(cfg, space, export_dir, what=None, checkpoint=None,
     runs: a folder or prefix) or `reference_checkpoint` (a TF1 checkpoint of
     the reference code), and saves the SavedModel. Returns the record
     written to `assets.extra/enas_export.json`."""
-    import contextlib
 
-    import keras
 
-    from src.errors import UserError
-    from src.reference_checkpoint import (import_reference_checkpoint,
-                                          resolve_checkpoint)
 
     searching = cfg.searching
     what = what or ("both" if searching else "child")
@@ -431,11 +432,7 @@ def export_from_config(cfg, space, export_dir, what=None, checkpoint=None,
 # -- the command line --------------------------------------------------------
 
 def _main(entry, f, argv):
-    from absl import logging
 
-    from src.checkpoints import has_checkpoint
-    from src.errors import UserError
-    from src.run_loop import space_of
 
     if len(argv) > 1:
         raise UserError("unexpected arguments {}: every option is a --flag"
@@ -464,10 +461,7 @@ def _main(entry, f, argv):
 def run(argv=None):
     """`python -m src.export`: picks the entry point's flag set from argv,
     defines it and the export's flags, and exports."""
-    import functools
 
-    from src import entry_point
-    from src.errors import UserError
 
     argv = list(sys.argv if argv is None else argv)
     try:

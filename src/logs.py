@@ -43,6 +43,8 @@ import os
 import re
 import sys
 
+from absl import flags
+
 from src import flagfile, tool
 from src.arc import search_for_spaces
 from src.errors import UserError
@@ -491,8 +493,6 @@ def main(flag_values, argv):
 
 def define_flags(fv):
     """Defines this tool's absl flags into `fv`."""
-    from absl import flags
-
     flags.DEFINE_string("out", None, "Write the JSON lines here "
                         "(default: stdout).", flag_values=fv)
     return fv

@@ -18,6 +18,7 @@ import numpy as np
 
 from src import entry_point, precision, registry, run_log
 from src.checkpoints import open_run_checkpoint
+from src.errors import UserError
 from src.interrupts import StopRequest
 from src.nan_guard import NanGuard
 
@@ -32,7 +33,6 @@ def main(entry, flag_values, argv):
 
 def space_of(entry, flag_values):
     """The SearchSpace that entry point `entry` runs for its flags."""
-    from src.errors import UserError
     names = registry.entry(entry).spaces
     if len(names) == 1:
         return registry.space(names[0])

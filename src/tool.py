@@ -9,6 +9,8 @@ No TensorFlow (`src.entry_point` is the training entry points' side).
 import os
 import sys
 
+from absl import flags
+
 from src import flagfile
 from src.errors import UserError
 
@@ -17,8 +19,6 @@ HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "--helpfull")
 
 def flag_values(define):
     """A fresh absl FlagValues with `define(fv)`'s flags."""
-    from absl import flags
-
     fv = flags.FlagValues()
     define(fv)
     return fv
@@ -36,8 +36,6 @@ def call(define, main, argv=None, doc=""):
     being argv[0] and the arguments that are not flags. A bad flag or a
     UserError is one `error: ...` line on stderr and status 2; --help
     prints `doc` and the flags."""
-    from absl import flags
-
     argv = list(sys.argv if argv is None else argv)
     fv = flag_values(define)
     if any(a in HELP_FLAGS for a in argv[1:]):
