@@ -79,6 +79,21 @@ class ArcController(keras.layers.Layer):
     order (lstm, g_emb, emb, softmax, attention), and a seed generator
     (`controller/sampler/...`) whose state a checkpoint keeps."""
 
+    def _start_init(self, config, num_seeds):
+        """Validates and keeps `config`, starts the stream of `num_seeds`
+        initialiser seeds (drawn as the weights are built, in the base's
+        order), and creates the stacked LSTM's scope (`lstm/layer_<i>/w`,
+        [2 lstm_size, 4 lstm_size]). Returns the seed stream."""
+        config.validate()
+        self.config = config
+        size = config.lstm_size
+        seeds = self._seeds = seed_stream(config.seed, num_seeds)
+        self.lstm = WeightScope("lstm", children=[
+            WeightScope("layer_{}".format(i),
+                        weights=[("w", (2 * size, 4 * size))], seeds=seeds)
+            for i in range(config.lstm_num_layers)], seeds=seeds)
+        return seeds
+
     def _finish_init(self, autograph=True):
         self.build()
         self._sample_fn = tf.function(self._sample_graph, autograph=autograph)

@@ -36,7 +36,7 @@ import tensorflow as tf
 from src.cifar10 import arcs
 from src.common_ops import stacked_lstm_step
 from src.controller import (ArcController, WeightScope,
-                            check_sampler_settings, require, seed_stream)
+                            check_sampler_settings, require)
 
 
 @dataclasses.dataclass
@@ -105,17 +105,10 @@ class MacroController(ArcController):
 
     def __init__(self, config, name="controller", **kwargs):
         super().__init__(name=name, **kwargs)
-        config.validate()
-        self.config = config
+        seeds = self._start_init(
+            config, config.lstm_num_layers + 5 + 4 * config.num_branches)
         cfg = config
         size = cfg.lstm_size
-        seeds = seed_stream(
-            cfg.seed, cfg.lstm_num_layers + 5 + 4 * cfg.num_branches)
-        self._seeds = seeds
-        self.lstm = WeightScope("lstm", children=[
-            WeightScope("layer_{}".format(i),
-                   weights=[("w", (2 * size, 4 * size))], seeds=seeds)
-            for i in range(cfg.lstm_num_layers)], seeds=seeds)
         if cfg.search_whole_channels:
             self.emb = WeightScope(
                 "emb", weights=[("w", (cfg.num_branches, size))], seeds=seeds)

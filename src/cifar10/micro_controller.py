@@ -46,7 +46,7 @@ import tensorflow as tf
 from src.cifar10 import arcs
 from src.common_ops import stacked_lstm_step
 from src.controller import (ArcController, WeightScope,
-                            check_sampler_settings, require, seed_stream)
+                            check_sampler_settings, require)
 
 
 def micro_op_bias(num_branches):
@@ -115,16 +115,9 @@ class MicroController(ArcController):
 
     def __init__(self, config, name="controller", **kwargs):
         super().__init__(name=name, **kwargs)
-        config.validate()
-        self.config = config
+        seeds = self._start_init(config, config.lstm_num_layers + 6)
         cfg = config
         size, ops = cfg.lstm_size, cfg.num_branches
-        seeds = seed_stream(cfg.seed, cfg.lstm_num_layers + 6)
-        self._seeds = seeds
-        self.lstm = WeightScope("lstm", children=[
-            WeightScope("layer_{}".format(i),
-                   weights=[("w", (2 * size, 4 * size), None)], seeds=seeds)
-            for i in range(cfg.lstm_num_layers)], seeds=seeds)
         self.emb = WeightScope("emb", weights=[("w", (ops, size), None)],
                           seeds=seeds)
         self.softmax = WeightScope(

@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from src.common_ops import stacked_lstm_step
 from src.controller import (ArcController, WeightScope,
-                            check_sampler_settings, require, seed_stream)
+                            check_sampler_settings, require)
 from src.ptb.arcs import PTB_FUNCS, PtbArc, ptb_arc_length
 
 
@@ -103,16 +103,9 @@ class PtbController(ArcController):
 
     def __init__(self, config, name="controller", **kwargs):
         super().__init__(name=name, **kwargs)
-        config.validate()
-        self.config = config
+        seeds = self._start_init(config, config.lstm_num_layers + 6)
         cfg = config
         size, funcs = cfg.lstm_size, cfg.num_funcs
-        seeds = seed_stream(cfg.seed, cfg.lstm_num_layers + 6)
-        self._seeds = seeds
-        self.lstm = WeightScope("lstm", children=[
-            WeightScope("layer_{}".format(i),
-                        weights=[("w", (2 * size, 4 * size))], seeds=seeds)
-            for i in range(cfg.lstm_num_layers)], seeds=seeds)
         # Unlike the CIFAR controllers, g_emb lives under `embedding/`.
         self.emb = WeightScope(
             "embedding", weights=[("g_emb", (1, size)), ("w", (funcs, size))],
