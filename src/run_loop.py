@@ -12,6 +12,8 @@ evaluation printout) comes from the space's `Session` (src.space).
 """
 
 import contextlib
+import functools
+import sys
 import time
 
 import numpy as np
@@ -21,6 +23,18 @@ from src.checkpoints import open_run_checkpoint
 from src.errors import UserError
 from src.interrupts import StopRequest
 from src.nan_guard import NanGuard
+
+
+def call(entry, argv=None, doc=""):
+    """Runs entry point `entry` (`python -m <its module>`) in this process
+    on argv; returns its exit status."""
+    return entry_point.call(entry, functools.partial(main, entry), argv,
+                            doc=doc)
+
+
+def run(entry, doc=""):
+    """`python -m`'s form of `call`: exits with the status."""
+    sys.exit(call(entry, doc=doc))
 
 
 def main(entry, flag_values, argv):

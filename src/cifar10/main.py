@@ -9,21 +9,18 @@ checkpoint per epoch, resuming from `--output_dir` when it already holds
 one.
 """
 
-import functools
 import os
 
-from src import entry_point, run_loop
+# Before TensorFlow is imported: its C++ start-up messages stay quiet.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-ENTRY = "cifar10"
+from src import run_loop  # noqa: E402
 
 
 def call(argv):
     """Runs the entry point in this process; returns its exit status."""
-    return entry_point.call(ENTRY, functools.partial(run_loop.main, ENTRY),
-                            argv, doc=__doc__)
+    return run_loop.call("cifar10", argv, __doc__)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    entry_point.run(ENTRY, functools.partial(run_loop.main, ENTRY),
-                    doc=__doc__)
+    run_loop.run("cifar10", __doc__)
