@@ -199,8 +199,8 @@ def phase_hooks(cfg, child, data):
     def reward(arc, images, labels):
         # The reference's build_valid_rl: the child on a shuffled
         # validation batch, accuracy over batch_size.
-        out = child(images, training=cfg.eval_training_mode, arc=arc)
-        logits = out[0] if isinstance(out, tuple) else out
+        logits = child.outputs(images, training=cfg.eval_training_mode,
+                               arc=arc).logits
         return tf.cast(num_correct(logits, labels),
                        tf.float32) / batch_size
 
