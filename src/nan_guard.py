@@ -1,6 +1,6 @@
 """What a run does when a loss, reward or gradient norm is NaN or Inf.
 
-The training steps never apply such an update (`train_ops.apply_if_finite`);
+The training steps never apply such an update (`train_ops.apply_update`);
 this decides what the loop does next: `--nan_policy=stop` ends the run naming
 the step, the arc and the last good checkpoint (nothing is saved), and
 `skip_arc` logs the skipped update and goes on.

@@ -347,7 +347,8 @@ def test_round_trip_through_the_ptb_formatters(ptb_main):
 
 
 def test_round_trip_of_ptb_architecture_printouts():
-    # As PtbSearch.print_architectures prints them; depth 30 wraps.
+    # As the PTB printout of src.search.ControllerPhase prints them; depth 30
+    # wraps.
     rng = np.random.default_rng(2)
     arcs, lines = [], ["Epoch 4: Training controller",
                        "Here are 10 architectures"]
