@@ -18,7 +18,7 @@ from src.cifar10.micro_child import (BakedArc, FixedCell, MicroChild,
                                      MicroConfig, SearchFinalConv,
                                      SearchNodeInput, StackedSepConv,
                                      aux_head_layer, drop_path_keep_prob,
-                                     fixed_op, pool_layers)
+                                     fixed_op, reduction_layers)
 from src.errors import UserError
 from src.reference_checkpoint import load_reference_weights, reference_name
 from src.train_ops import l2_loss
@@ -101,9 +101,9 @@ def test_odd_out_filters_build_in_both_modes():
 
 
 def test_reduction_and_aux_head_layers_follow_the_reference():
-    assert pool_layers(2) == [0, 1]
-    assert pool_layers(6) == [2, 5]
-    assert pool_layers(15) == [5, 11]
+    assert reduction_layers(2) == [0, 1]
+    assert reduction_layers(6) == [2, 5]
+    assert reduction_layers(15) == [5, 11]
     assert aux_head_layer(15) == 12
     assert aux_head_layer(2) == 2
 
@@ -413,7 +413,7 @@ def test_gradients_reach_only_the_chosen_op_and_input_row(traced):
         by_path = {v.path: g.numpy() for v, g in zip(m.trainable_weights,
                                                      grads)}
         for layer_id, layer in enumerate(m.cell_layers):
-            cell_arc = arc[:8] if layer_id not in m.pool_layers else arc[8:]
+            cell_arc = arc[:8] if layer_id not in m.reduction_layers else arc[8:]
             for cell_id, cell in enumerate(layer.cells):
                 for j, node_input in enumerate((cell.x, cell.y)):
                     index, op = cell_arc[4 * cell_id + 2 * j:][:2]

@@ -80,6 +80,31 @@ class MacroConfig:
                                      self.whole_channels)
 
 
+@dataclasses.dataclass(frozen=True)
+class MacroOp:
+    """One op of the macro search space: a conv (`kernel`, `separable`) or a
+    3x3 pool (`pooling`: "avg" or "max")."""
+    name: str
+    kernel: int = None
+    separable: bool = False
+    pooling: str = None
+
+
+# The macro op table: an op's index here is the integer the controller
+# samples, the branch of the search layer's tf.switch_case and the index of
+# `arcs.MACRO_OPS` (its name, printed for a user); `search_branch` and
+# `FixedMacroLayer` build each op from its entry.
+MACRO_OP_TABLE = (
+    MacroOp("conv_3x3", kernel=3),
+    MacroOp("sep_conv_3x3", kernel=3, separable=True),
+    MacroOp("conv_5x5", kernel=5),
+    MacroOp("sep_conv_5x5", kernel=5, separable=True),
+    MacroOp("avg_pool_3x3", pooling="avg"),
+    MacroOp("max_pool_3x3", pooling="max"),
+)
+assert tuple(op.name for op in MACRO_OP_TABLE) == arcs.MACRO_OPS
+
+
 class FixedMacroLayer(keras.layers.Layer):
     """One layer of a fixed macro network (the reference's `_fixed_layer`,
     whole channels).
@@ -103,19 +128,20 @@ class FixedMacroLayer(keras.layers.Layer):
         self.filters = filters
         self.data_format = data_format
         df = data_format
-        if op in (0, 1, 2, 3):
-            k = 3 if op in (0, 1) else 5
+        spec = MACRO_OP_TABLE[op]
+        if spec.pooling is None:
+            k = spec.kernel
             self.conv_1x1 = ConvBN(filters, 1, pre_relu=True, data_format=df,
                                    name="conv_1x1")
             self.conv_kxk = ConvBN(filters, k, pre_relu=True,
-                                   separable=separable and op in (1, 3),
+                                   separable=separable and spec.separable,
                                    data_format=df,
                                    name="conv_{0}x{0}".format(k))
             self.op_layers = [self.conv_1x1, self.conv_kxk]
         else:
             self.conv_1 = ConvBN(filters, 1, post_relu=True, data_format=df,
                                  name="conv_1")
-            self.pool = Pool3x3("avg" if op == 4 else "max", data_format=df)
+            self.pool = Pool3x3(spec.pooling, data_format=df)
             self.op_layers = [self.conv_1, self.pool]
         self.skip = None
         if layer_id > 0:
@@ -241,21 +267,23 @@ class SearchPoolBranch(keras.layers.Layer):
         return _channel_slice(x, start, count, self.data_format)
 
 
+def search_branch(op, filters, data_format="NHWC"):
+    """The search layer's op `op` (an index of MACRO_OP_TABLE), named
+    `branch_<op>` as the reference's scope."""
+    spec = MACRO_OP_TABLE[op]
+    name = "branch_{}".format(op)
+    if spec.pooling is not None:
+        return SearchPoolBranch(filters, spec.pooling,
+                                data_format=data_format, name=name)
+    return SearchConvBranch(filters, spec.kernel, separable=spec.separable,
+                            data_format=data_format, name=name)
+
+
 def search_branches(num_branches, filters, data_format="NHWC"):
-    """The ops of one search layer, `branch_0` .. `branch_{n-1}`, in the
-    order of `arcs.MACRO_OPS`."""
-    df = data_format
-    branches = [
-        SearchConvBranch(filters, 3, data_format=df, name="branch_0"),
-        SearchConvBranch(filters, 3, separable=True, data_format=df,
-                         name="branch_1"),
-        SearchConvBranch(filters, 5, data_format=df, name="branch_2"),
-        SearchConvBranch(filters, 5, separable=True, data_format=df,
-                         name="branch_3"),
-        SearchPoolBranch(filters, "avg", data_format=df, name="branch_4"),
-        SearchPoolBranch(filters, "max", data_format=df, name="branch_5"),
-    ]
-    return branches[:num_branches]
+    """The ops of one search layer, `branch_0` .. `branch_{n-1}`: the first
+    `num_branches` of MACRO_OP_TABLE."""
+    return [search_branch(op, filters, data_format)
+            for op in range(num_branches)]
 
 
 class FinalConv(keras.layers.Layer):

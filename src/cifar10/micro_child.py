@@ -2,7 +2,7 @@
 
 A stem convolution (3 x out_filters channels), then `num_layers + 2`
 layers, each one cell: normal cells, and reduction cells at the layers of
-`pool_layers(num_layers)`, where the filters double and the resolution
+`reduction_layers(num_layers)`, where the filters double and the resolution
 halves. Every layer reads the outputs of the two layers before it (the stem
 twice at first), first made the same size and width (`calibrate`). A cell
 has `num_cells` nodes; node k adds two ops, each applied to one of the
@@ -54,7 +54,7 @@ from src.common_ops import TF1HeNormal
 from src.errors import UserError
 
 __all__ = ["MicroConfig", "MicroChild", "BakedArc", "ChildOutput",
-           "pool_layers",
+           "reduction_layers",
            "aux_head_layer", "drop_path_keep_prob"]
 
 
@@ -123,9 +123,10 @@ class MicroConfig:
         return arcs.micro_arc_length(self.num_cells)
 
 
-def pool_layers(num_layers):
+def reduction_layers(num_layers):
     """Ids of the reduction layers among the num_layers + 2 layers (the
-    reference's `pool_layers`)."""
+    reference's micro `pool_layers`; the macro network's pool layers are
+    `arcs.pool_layers`, another rule)."""
     distance = num_layers // 3
     return [distance, 2 * distance + 1]
 
@@ -133,7 +134,7 @@ def pool_layers(num_layers):
 def aux_head_layer(num_layers):
     """Id of the layer whose output the aux head reads: the one after the
     second reduction layer (the reference's `aux_head_indices`)."""
-    return pool_layers(num_layers)[-1] + 1
+    return reduction_layers(num_layers)[-1] + 1
 
 
 def drop_path_keep_prob(keep_prob, layer_id, num_layers, step,
@@ -238,8 +239,32 @@ class Identity(keras.layers.Layer):
         return x
 
 
+@dataclasses.dataclass(frozen=True)
+class MicroOp:
+    """One op of the micro search space: a stacked separable conv
+    (`kernel`), a 3x3 pool (`pooling`: "avg" or "max"), or the identity
+    (neither)."""
+    name: str
+    kernel: int = None
+    pooling: str = None
+
+
+# The micro op table (the reference's `_enas_cell` order): an op's index
+# here is the integer the controller samples, the branch of a search node's
+# tf.switch_case and the index of `arcs.MICRO_OPS` (its name, printed for a
+# user); `fixed_op` and `SearchNodeInput` build each op from its entry.
+MICRO_OP_TABLE = (
+    MicroOp("sep_conv_3x3", kernel=3),
+    MicroOp("sep_conv_5x5", kernel=5),
+    MicroOp("avg_pool_3x3", pooling="avg"),
+    MicroOp("max_pool_3x3", pooling="max"),
+    MicroOp("identity"),
+)
+assert tuple(op.name for op in MICRO_OP_TABLE) == arcs.MICRO_OPS
+
+
 def fixed_op(op, stride, filters, data_format="NHWC", name=None):
-    """The layer computing op `op` (an index of arcs.MICRO_OPS) of a fixed
+    """The layer computing op `op` (an index of MICRO_OP_TABLE) of a fixed
     cell at `stride`, named as the reference's `x_conv` / `y_conv` scope.
 
     The reference also puts a 1x1 conv after pools and identity when the
@@ -247,17 +272,15 @@ def fixed_op(op, stride, filters, data_format="NHWC", name=None):
     input has been calibrated to `filters`), so it is not built.
     """
     df = data_format
-    if op in (0, 1):
-        return StackedSepConv(filters, 3 if op == 0 else 5, stride,
-                              data_format=df, name=name)
-    if op in (2, 3):
-        return StridedPool("avg" if op == 2 else "max", stride,
-                           data_format=df, name=name)
-    if op == 4:
-        if stride > 1:
-            return FactorizedReduction(filters, data_format=df, name=name)
-        return Identity(name=name)
-    raise ValueError("unknown micro op {}".format(op))
+    spec = MICRO_OP_TABLE[op]
+    if spec.kernel is not None:
+        return StackedSepConv(filters, spec.kernel, stride, data_format=df,
+                              name=name)
+    if spec.pooling is not None:
+        return StridedPool(spec.pooling, stride, data_format=df, name=name)
+    if stride > 1:
+        return FactorizedReduction(filters, data_format=df, name=name)
+    return Identity(name=name)
 
 
 class FixedCell(keras.layers.Layer):
@@ -384,7 +407,7 @@ class SharedSepConv(keras.layers.Layer):
 class SearchNodeInput(keras.layers.Layer):
     """One of a search node's two inputs (`x` or `y`): picks the input by
     index among the cell's inputs and earlier nodes and applies the op, in
-    the order of arcs.MICRO_OPS: sep conv 3x3 and 5x5 (`conv_3x3`,
+    the order of MICRO_OP_TABLE: sep conv 3x3 and 5x5 (`conv_3x3`,
     `conv_5x5`, with that input's weight row), 3x3 average and max pooling
     (stride 1), identity. Every input has `filters` channels, so the
     reference's 1x1 convs after pools and identity are never built.
@@ -399,9 +422,13 @@ class SearchNodeInput(keras.layers.Layer):
         super().__init__(name=name, **kwargs)
         self.num_inputs = cell_id + 2
         self.data_format = data_format
-        self.convs = [SharedSepConv(self.num_inputs, filters, k,
+        # The separable-conv ops' shared weights, by op index.
+        self.conv_ops = [op for op, spec in enumerate(MICRO_OP_TABLE)
+                         if spec.kernel is not None]
+        self.convs = [SharedSepConv(self.num_inputs, filters,
+                                    MICRO_OP_TABLE[op].kernel,
                                     data_format=data_format)
-                      for k in (3, 5)]
+                      for op in self.conv_ops]
 
     def build(self, input_shape=None):
         # Built here: the convs run inside tf.switch_case, where no weight
@@ -411,11 +438,11 @@ class SearchNodeInput(keras.layers.Layer):
 
     def run_op(self, op, x, row):
         """Op `op` (a Python int) on x, with weight row `row`."""
-        if op in (0, 1):
-            return self.convs[op](x, row=row)
-        if op in (2, 3):
-            return pool3x3(x, "avg" if op == 2 else "max", 1,
-                           self.data_format)
+        spec = MICRO_OP_TABLE[op]
+        if spec.kernel is not None:
+            return self.convs[self.conv_ops.index(op)](x, row=row)
+        if spec.pooling is not None:
+            return pool3x3(x, spec.pooling, 1, self.data_format)
         return x
 
     def call(self, layers, index, op):
@@ -426,7 +453,7 @@ class SearchNodeInput(keras.layers.Layer):
         x.set_shape(layers[0].shape)
         out = tf.switch_case(
             op, [functools.partial(self.run_op, i, x, index)
-                 for i in range(len(arcs.MICRO_OPS))])
+                 for i in range(len(MICRO_OP_TABLE))])
         out.set_shape(layers[0].shape)
         return out
 
@@ -582,7 +609,7 @@ class MicroChild(keras.layers.Layer):
         cfg.validate()
         self.cfg = cfg
         df = cfg.data_format
-        self.pool_layers = pool_layers(cfg.num_layers)
+        self.reduction_layers = reduction_layers(cfg.num_layers)
         self.aux_head_layer = (aux_head_layer(cfg.num_layers)
                                if cfg.use_aux_heads else None)
         f = cfg.out_filters
@@ -596,7 +623,7 @@ class MicroChild(keras.layers.Layer):
         self.reductions = []
         self.levels = []
         for layer_id in range(cfg.num_layers + 2):
-            reduction = layer_id in self.pool_layers
+            reduction = layer_id in self.reduction_layers
             if reduction:
                 filters *= 2
             if self.searching:
@@ -692,7 +719,7 @@ class MicroChild(keras.layers.Layer):
         layers = [x, x]
         outputs = []
         for layer_id, layer in enumerate(self.cell_layers):
-            reduction = layer_id in self.pool_layers
+            reduction = layer_id in self.reduction_layers
             if self.searching:
                 if reduction:
                     reduced = self.reductions[layer_id](x, training=training)
