@@ -413,7 +413,8 @@ def test_gradients_reach_only_the_chosen_op_and_input_row(traced):
         by_path = {v.path: g.numpy() for v, g in zip(m.trainable_weights,
                                                      grads)}
         for layer_id, layer in enumerate(m.cell_layers):
-            cell_arc = arc[:8] if layer_id not in m.reduction_layers else arc[8:]
+            cell_arc = (arc[:8] if layer_id not in m.reduction_layers
+                        else arc[8:])
             for cell_id, cell in enumerate(layer.cells):
                 for j, node_input in enumerate((cell.x, cell.y)):
                     index, op = cell_arc[4 * cell_id + 2 * j:][:2]
