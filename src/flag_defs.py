@@ -17,6 +17,7 @@ def definer(flag_values):
         else:
             getattr(flags, "DEFINE_" + kind)(name, default, help_text,
                                              **kwargs)
+    define.flag_values = flag_values
     return define
 
 
@@ -56,10 +57,37 @@ def define_shared_port_flags(d):
       "norm uses the whole batch's moments; the controller trains on the "
       "chief.",
       enum_values=["default", "mirrored", "multi_worker_mirrored"])
+    d("enum", "search_policy", "enas",
+      "(port) Who picks a search's architectures: enas (the controller, "
+      "trained by REINFORCE, as the reference) or random (random search "
+      "with weight sharing: every op and input drawn uniformly among the "
+      "legal choices, the macro space's skip bits 1 with probability "
+      "--controller_skip_target; the child trains as in an ENAS search, "
+      "there is no controller and no controller training, and the "
+      "architectures are printed and scored as ENAS's). Not with "
+      "--child_fixed_arc or --reference_checkpoint.",
+      enum_values=["enas", "random"])
+    _only_enas(d.flag_values, "child_fixed_arc",
+               "--child_fixed_arc trains one fixed arc and "
+               "--search_policy=random searches: drop one of them")
+    _only_enas(d.flag_values, "reference_checkpoint",
+               "--reference_checkpoint starts the controller and REINFORCE "
+               "from the reference's, and --search_policy=random has "
+               "neither: drop one of them")
     d("integer", "num_cpu_devices", 0,
       "(port) Split the CPU into this many logical devices (0: as found), "
       "so --distribution_strategy=mirrored runs several replicas without a "
       "GPU (for testing; it adds no compute).", lower_bound=0)
+
+
+def _only_enas(flag_values, name, message):
+    """A parse-time check (before any other, so that it is the one error
+    a user sees): --search_policy=random with flag `name` set is an error
+    with `message`."""
+    flags.register_multi_flags_validator(
+        ["search_policy", name],
+        lambda v: v["search_policy"] != "random" or v[name] is None,
+        message=message, flag_values=flag_values)
 
 
 def port_options(f):
@@ -69,4 +97,5 @@ def port_options(f):
                 jit_compile=f.jit_compile, mixed_precision=f.mixed_precision,
                 deterministic=f.deterministic, nan_policy=f.nan_policy,
                 distribution_strategy=f.distribution_strategy,
-                num_cpu_devices=f.num_cpu_devices)
+                num_cpu_devices=f.num_cpu_devices,
+                search_policy=f.search_policy)

@@ -7,6 +7,11 @@ kept in `arcs.jsonl` (every printed arc) and `best_arc.txt` (the best so
 far) in the output folder. What differs between spaces comes from the
 space: the reward, the stream of reward batches, the log line, and how an
 arc is printed and recorded.
+
+With `--search_policy=random` the "controller" is the space's uniform
+sampler (src.random_policy): there is no REINFORCE, `train_controller`
+does nothing, and the printout scores the sampler's arcs with the same
+reward.
 """
 
 import dataclasses
@@ -17,6 +22,7 @@ import time
 import tensorflow as tf
 
 from src import run_log
+from src.random_policy import UniformSampler
 from src.reinforce import Reinforce
 
 
@@ -35,7 +41,8 @@ class PhaseHooks:
     printout_adds_bonus: the printout's score is the reward with the
       entropy bonus, and scoring it moves the baseline (the PTB reference
       runs its `reward` tensor, which carries the baseline's update);
-      otherwise the bare reward.
+      otherwise the bare reward. (The random policy has neither a bonus
+      nor a baseline: its printout is always the bare reward.)
     """
     reward: object
     reward_batches: object
@@ -48,8 +55,9 @@ class ControllerPhase:
     """Controller, REINFORCE and the architecture printout of a search.
 
     space: the SearchSpace (`parse_arc`, `printout`, `arc_record`);
-    cfg: the run's RunConfig; controller: the space's controller (built);
-    hooks: the space's PhaseHooks.
+    cfg: the run's RunConfig; controller: the space's controller (built;
+    with cfg.search_policy "random", its UniformSampler); hooks: the
+    space's PhaseHooks.
     """
 
     def __init__(self, space, cfg, controller, hooks):
@@ -57,7 +65,16 @@ class ControllerPhase:
         self.cfg = cfg
         self.controller = controller
         self.hooks = hooks
-        self.reinforce = Reinforce(controller, hooks.reward, cfg.reinforce)
+        self.random = cfg.search_policy == "random"
+        if self.random != isinstance(controller, UniformSampler):
+            raise ValueError(
+                "search_policy={!r} but the controller is a {}: with "
+                "random, cfg.controller must be the space's "
+                "random_policy(...)".format(cfg.search_policy,
+                                            type(controller).__name__))
+        # The random policy learns nothing: no REINFORCE, no baseline.
+        self.reinforce = (None if self.random else
+                          Reinforce(controller, hooks.reward, cfg.reinforce))
         self._batches = None
         self._score = tf.function(self._sample_and_score)
         self.arcs_path = os.path.join(cfg.output_dir, "arcs.jsonl")
@@ -68,7 +85,9 @@ class ControllerPhase:
         return self.controller.sample()["arc"]
 
     def checkpoint_objects(self):
-        return self.reinforce.checkpoint_objects()
+        # The controller itself (with the random policy: the sampler's seed
+        # generator) is checkpointed as a model (src.checkpoints).
+        return {} if self.random else self.reinforce.checkpoint_objects()
 
     def start_epoch(self, epoch):
         """Starts the epoch's stream of reward batches."""
@@ -78,7 +97,7 @@ class ControllerPhase:
         sample = self.controller.sample()
         score = self.hooks.reward(sample["arc"], *batch)
         rcfg = self.cfg.reinforce
-        if self.hooks.printout_adds_bonus:
+        if self.hooks.printout_adds_bonus and not self.random:
             if rcfg.entropy_weight is not None:
                 score += rcfg.entropy_weight * sample["entropy"]
             b = self.reinforce.baseline
@@ -86,7 +105,14 @@ class ControllerPhase:
         return sample["arc"], score
 
     def train_controller(self, epoch, start_time, summaries, stop_on_nan):
-        """The controller phase of an epoch; False if it hit a NaN."""
+        """The controller phase of an epoch; False if it hit a NaN. With
+        the random policy: no controller to train and no lines, only the
+        epoch's reward stream started for the printout (as it is here for
+        ENAS's; a function of (seed, epoch), so a resumed run scores the
+        same batches)."""
+        if self.random:
+            self.start_epoch(epoch)
+            return True
         print("Epoch {}: Training controller".format(epoch))
         cfg = self.cfg
         self.start_epoch(epoch)

@@ -42,6 +42,9 @@ class RunConfig:
     nan_policy: str = "stop"
     distribution_strategy: str = "default"
     num_cpu_devices: int = 0
+    # "enas" (the controller, trained by REINFORCE) or "random" (uniform
+    # arcs, src.random_policy; cfg.controller is a RandomPolicyConfig).
+    search_policy: str = "enas"
 
     @property
     def searching(self):

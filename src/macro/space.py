@@ -8,6 +8,8 @@ from src.cifar10.macro_controller import MacroController, MacroControllerConfig
 from src.cifar10.session import CifarSpace
 from src.errors import UserError
 from src.macro import arcs
+from src.random_policy import (Choice, RandomPolicyConfig, UniformSampler,
+                               bit, uniform)
 
 
 class MacroSpace(CifarSpace):
@@ -50,12 +52,35 @@ class MacroSpace(CifarSpace):
                 skip_target=f.controller_skip_target,
                 skip_weight=f.controller_skip_weight, seed=f.seed)
             controller.validate()
+            if f.search_policy == "random":
+                controller = self.random_policy(controller)
         return child, controller
+
+    def random_policy(self, controller_cfg):
+        """The uniform policy of --search_policy=random: per layer, the op
+        uniform over the branches (whole channels) or each branch's start
+        uniform over the channels and its count uniform over 1 .. channels
+        - start (per channel, the controller's legal choices); then each
+        skip bit 1 with probability --controller_skip_target."""
+        cfg = controller_cfg
+        choices = []
+        for layer in range(cfg.num_layers):
+            if cfg.search_whole_channels:
+                choices.append(uniform(cfg.num_branches))
+            else:
+                for _ in range(cfg.num_branches):
+                    choices.append(uniform(cfg.out_filters))
+                    choices.append(Choice(low=1, high=cfg.out_filters + 1,
+                                          minus=len(choices) - 1))
+            choices += [bit(cfg.skip_target)] * layer
+        return RandomPolicyConfig(tuple(choices), seed=cfg.seed)
 
     def build_child(self, child_cfg):
         return MacroChild(child_cfg)
 
     def build_controller(self, controller_cfg):
+        if isinstance(controller_cfg, RandomPolicyConfig):
+            return UniformSampler(controller_cfg)
         return MacroController(controller_cfg)
 
     def parse_arc(self, values, child_cfg):

@@ -7,6 +7,7 @@ from src.cifar10.micro_child import MicroChild, MicroConfig
 from src.cifar10.micro_controller import MicroController, MicroControllerConfig
 from src.cifar10.session import CifarSpace
 from src.micro import arcs
+from src.random_policy import RandomPolicyConfig, UniformSampler, uniform
 
 
 class MicroSpace(CifarSpace):
@@ -37,12 +38,27 @@ class MicroSpace(CifarSpace):
                 op_tanh_reduce=f.controller_op_tanh_reduce,
                 temperature=f.controller_temperature, seed=f.seed)
             controller.validate()
+            if f.search_policy == "random":
+                controller = self.random_policy(controller)
         return child, controller
+
+    def random_policy(self, controller_cfg):
+        """The uniform policy of --search_policy=random: in both cells,
+        node k's (index_1, op_1, index_2, op_2), each index uniform over
+        0 .. k + 1 and each op uniform over the ops."""
+        cfg = controller_cfg
+        choices = []
+        for _ in range(2):
+            for node in range(cfg.num_cells):
+                choices += [uniform(node + 2), uniform(cfg.num_branches)] * 2
+        return RandomPolicyConfig(tuple(choices), seed=cfg.seed)
 
     def build_child(self, child_cfg):
         return MicroChild(child_cfg)
 
     def build_controller(self, controller_cfg):
+        if isinstance(controller_cfg, RandomPolicyConfig):
+            return UniformSampler(controller_cfg)
         return MicroController(controller_cfg)
 
     def parse_arc(self, values, child_cfg):

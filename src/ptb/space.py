@@ -20,6 +20,7 @@ from src.ptb.log_lines import controller_line, print_evaluation, train_line
 from src.ptb.ptb_child import PtbChild, PtbChildConfig
 from src.ptb.ptb_controller import PtbController, PtbControllerConfig
 from src.ptb.ptb_trainer import PtbTrainConfig, PtbTrainer
+from src.random_policy import RandomPolicyConfig, UniformSampler, uniform
 from src.reinforce import ReinforceConfig
 from src.search import ControllerPhase, PhaseHooks
 from src.space import RunConfig, SearchSpace
@@ -54,7 +55,16 @@ class PtbSpace(SearchSpace):
         return PtbChild(child_cfg)
 
     def build_controller(self, controller_cfg):
+        if isinstance(controller_cfg, RandomPolicyConfig):
+            return UniformSampler(controller_cfg)
         return PtbController(controller_cfg)
+
+    def random_policy(self, controller_cfg):
+        """The uniform policy of --search_policy=random: node 0's
+        activation, then each node i's previous node uniform over 0 .. i - 1
+        and its activation uniform over the --controller_num_funcs
+        functions."""
+        return random_policy_config(controller_cfg)
 
     def build_variables(self, child):
         pass  # the PTB child creates its weights when constructed
@@ -157,6 +167,8 @@ def config_from_flags(f):
             tanh_constant=f.controller_tanh_constant,
             temperature=f.controller_temperature, seed=f.seed)
         controller.validate()
+        if f.search_policy == "random":
+            controller = random_policy_config(controller)
         reinforce = ReinforceConfig(
             lr=f.controller_lr, l2_reg=f.controller_l2_reg,
             bl_dec=f.controller_bl_dec,
@@ -179,6 +191,15 @@ def config_from_flags(f):
         controller_train_steps=f.controller_train_steps,
         controller_num_aggregate=f.controller_num_aggregate,
         **port_options(f))
+
+
+def random_policy_config(controller_cfg):
+    """PtbSpace.random_policy."""
+    cfg = controller_cfg
+    choices = [uniform(cfg.num_funcs)]
+    for node in range(1, cfg.rhn_depth):
+        choices += [uniform(node), uniform(cfg.num_funcs)]
+    return RandomPolicyConfig(tuple(choices), seed=cfg.seed)
 
 
 def phase_hooks(cfg, trainer, valid_rows):
