@@ -8,6 +8,7 @@ import os
 
 import tensorflow as tf
 
+from src import distribute
 from src.errors import UserError
 
 
@@ -50,6 +51,7 @@ class RunCheckpoint:
         for name, layer in (models or {}).items():
             objects[name] = variables_by_path(layer)
         self.checkpoint = tf.train.Checkpoint(epoch=self.epoch, **objects)
+        self.output_dir = output_dir
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, output_dir, max_to_keep=max_to_keep,
             checkpoint_name="model.ckpt")
@@ -69,6 +71,13 @@ class RunCheckpoint:
         configuration (names or shapes differ) is a UserError.
         """
         paths = list(reversed(self.manager.checkpoints))
+        shared = distribute.shared_output_dir(self.output_dir)
+        if shared != self.output_dir:
+            # A non-chief worker: the chief's checkpoints, in the run's
+            # folder (this worker's own folder is write-only).
+            state = tf.train.get_checkpoint_state(shared)
+            paths = list(reversed(state.all_model_checkpoint_paths)
+                         if state else [])
         for i, path in enumerate(paths):
             status = None
             try:

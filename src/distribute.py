@@ -22,11 +22,128 @@ The scheme, for every strategy:
 single-device code path exactly.
 """
 
+import atexit
+import json
+import os
+import shutil
+import tempfile
+
 import tensorflow as tf
 
 from src.errors import UserError
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
+# Task types MultiWorkerMirroredStrategy runs (the chief is optional: without
+# one, worker 0 is the chief).
+TASK_TYPES = ("chief", "worker")
+# Seconds a collective op (an all-reduce of a step, a checkpoint's) may wait
+# for the other workers before it fails, so a lost worker ends the others'
+# runs instead of hanging them.
+COLLECTIVE_TIMEOUT_SECONDS = 300
+
+
+def cluster_task(environ=None):
+    """(task type, index, number of workers) of this process read from the
+    `TF_CONFIG` environment variable; None without one. A malformed value is
+    a UserError naming what is wrong."""
+    text = (os.environ if environ is None else environ).get("TF_CONFIG")
+    if not text or not text.strip():
+        return None
+    try:
+        config = json.loads(text)
+    except ValueError as e:
+        raise UserError("TF_CONFIG is not valid JSON ({}): set it to e.g. "
+                        "{{\"cluster\": {{\"worker\": [\"host1:port\", "
+                        "\"host2:port\"]}}, \"task\": {{\"type\": "
+                        "\"worker\", \"index\": 0}}}}".format(e)) from None
+    if not isinstance(config, dict):
+        raise UserError("TF_CONFIG must be a JSON object with \"cluster\" "
+                        "and \"task\", got {}".format(text.strip()[:80]))
+    cluster, task = config.get("cluster"), config.get("task")
+    if not isinstance(cluster, dict) or not cluster:
+        raise UserError("TF_CONFIG has no \"cluster\" (task type -> list "
+                        "of host:port): give every worker's address")
+    if not isinstance(task, dict) or "type" not in task:
+        raise UserError("TF_CONFIG has no \"task\" with a \"type\" and "
+                        "an \"index\": say which of the cluster's tasks "
+                        "this process is")
+    for kind, hosts in cluster.items():
+        if kind not in TASK_TYPES:
+            raise UserError(
+                "TF_CONFIG's cluster has a task type {!r} that "
+                "--distribution_strategy=multi_worker_mirrored does not "
+                "run: use {}".format(kind, " and ".join(TASK_TYPES)))
+        if (not isinstance(hosts, list) or not hosts
+                or not all(isinstance(h, str) for h in hosts)):
+            raise UserError("TF_CONFIG's cluster {!r} must be a list of "
+                            "\"host:port\" strings".format(kind))
+    if len(cluster.get("chief", [])) > 1:
+        raise UserError("TF_CONFIG's cluster has {} chiefs: give at most "
+                        "one".format(len(cluster["chief"])))
+    kind = task["type"]
+    if kind not in cluster:
+        raise UserError(
+            "TF_CONFIG's task type {!r} is not in its cluster ({}): use "
+            "one of them".format(kind, ", ".join(sorted(cluster))))
+    index = task.get("index", 0)
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise UserError("TF_CONFIG's task index must be an integer, got "
+                        "{!r}".format(index))
+    if not 0 <= index < len(cluster[kind]):
+        raise UserError(
+            "TF_CONFIG's task index {} is out of range: the cluster has {} "
+            "{} task(s), numbered from 0".format(index, len(cluster[kind]),
+                                                 kind))
+    return kind, index, sum(len(h) for h in cluster.values())
+
+
+def is_chief_task(task):
+    """Whether `cluster_task()`'s result is the cluster's chief (the task
+    "chief", or worker 0 of a cluster without one)."""
+    if task is None:
+        return True
+    kind, index, _ = task
+    if kind == "chief":
+        return True
+    return kind == "worker" and index == 0 and not _has_chief()
+
+
+def _has_chief():
+    try:
+        return bool(json.loads(os.environ["TF_CONFIG"])["cluster"]
+                    .get("chief"))
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return False
+
+
+# A non-chief worker's writing folder -> the run's --output_dir (shared).
+_SHARED_DIRS = {}
+
+
+def worker_output_dir(output_dir, task):
+    """The folder a worker writes to: `output_dir` on the chief; on another
+    worker a temporary folder of its own (removed when the process ends),
+    as TensorFlow's multi-worker tutorials do, so that only the chief writes
+    the run's folder. Checkpoints are still read from `output_dir`
+    (`shared_output_dir`)."""
+    if is_chief_task(task):
+        return output_dir
+    path = tempfile.mkdtemp(prefix="enas_worker{}_".format(task[1]))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    _SHARED_DIRS[path] = output_dir
+    return path
+
+
+def forget_shared_dir(output_dir):
+    """A worker's folder no longer reads the run's checkpoints (the chief
+    is removing them: --reset_output_dir)."""
+    _SHARED_DIRS.pop(output_dir, None)
+
+
+def shared_output_dir(output_dir):
+    """The run's folder that `output_dir` (a worker's writing folder) reads
+    its checkpoints from: itself except on a non-chief worker."""
+    return _SHARED_DIRS.get(output_dir, output_dir)
 
 
 def split_cpu(num_devices):
@@ -64,7 +181,10 @@ def make_strategy(name):
             devices = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
     if name == "multi_worker_mirrored":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        options = tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=COLLECTIVE_TIMEOUT_SECONDS)
+        return tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=options)
     raise UserError("--distribution_strategy={!r} is unknown: use one of "
                     "{}".format(name, ", ".join(STRATEGIES)))
 

@@ -84,6 +84,19 @@ def start_run(argv, flag_values, config_from_flags):
     logging.set_verbosity(logging.WARNING)
     cfg = config_from_flags(flag_values)
     names = flag_defs.names(flag_values)
+    if cfg.distribution_strategy == "multi_worker_mirrored":
+        # TF_CONFIG's mistakes are one line, before any model; a worker
+        # other than the chief writes to a temporary folder of its own and
+        # reads the chief's checkpoints (none after --reset_output_dir).
+        task = distribute.cluster_task()
+        if not distribute.is_chief_task(task):
+            shared = cfg.output_dir
+            cfg.output_dir = distribute.worker_output_dir(shared, task)
+            if cfg.reset_output_dir:
+                distribute.forget_shared_dir(cfg.output_dir)
+            print("Worker {} of {}: the chief writes {}; this worker writes "
+                  "to {} (removed at exit)".format(task[1], task[2], shared,
+                                                    cfg.output_dir))
     run_log.prepare_output_dir(cfg.output_dir, cfg.reset_output_dir)
     run_log.start_stdout_copy(cfg.output_dir)
     run_log.print_flags(flag_values, names)
