@@ -186,3 +186,53 @@ def test_unsupported_combinations_are_one_line_errors(tmp_path, module,
     assert last.startswith("error: ") and fragment in last, last
     assert not os.path.exists(os.path.join(str(tmp_path / "run"),
                                            "checkpoint"))
+
+
+CLUSTER = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+
+
+@pytest.mark.parametrize("tf_config, fragment", [
+    ("{bad json", "TF_CONFIG is not valid JSON"),
+    (json.dumps({"cluster": CLUSTER,
+                 "task": {"type": "worker", "index": 2}}),
+     "TF_CONFIG's task index 2 is out of range: the cluster has 2 worker"),
+    (json.dumps({"cluster": dict(CLUSTER, ps=["127.0.0.1:3"]),
+                 "task": {"type": "ps", "index": 0}}),
+     "task type 'ps' that --distribution_strategy=multi_worker_mirrored "
+     "does not run"),
+    (json.dumps({"cluster": CLUSTER,
+                 "task": {"type": "evaluator", "index": 0}}),
+     "TF_CONFIG's task type 'evaluator' is not in its cluster"),
+])
+def test_tf_config_mistakes_are_one_line_errors(tf_config, fragment):
+    from src import distribute
+    from src.errors import UserError
+    with pytest.raises(UserError) as e:
+        distribute.cluster_task({"TF_CONFIG": tf_config})
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_only_the_chief_writes_the_output_dir(tmp_path):
+    from src import distribute
+    chief = ("worker", 0, 2)
+    assert distribute.worker_output_dir(str(tmp_path), chief) == str(tmp_path)
+    other = distribute.worker_output_dir(str(tmp_path), ("worker", 1, 2))
+    assert other != str(tmp_path) and os.path.isdir(other)
+    assert distribute.shared_output_dir(other) == str(tmp_path)
+
+
+def test_a_tf_config_mistake_stops_the_entry_point_before_any_model(
+        tmp_path):
+    data = write_fake_cifar(tmp_path / "cifar", num_per_batch=8,
+                            num_test=8)
+    args = tiny_cifar_args(data, str(tmp_path / "run")) + [
+        "--distribution_strategy=multi_worker_mirrored"]
+    env = dict(main_env(), TF_CONFIG=json.dumps(
+        {"cluster": CLUSTER, "task": {"type": "worker", "index": 5}}))
+    result = subprocess.run([sys.executable, "-m", "src.cifar10.main",
+                             *args], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = [l for l in result.stderr.splitlines() if l.strip()][-1]
+    assert last.startswith("error: TF_CONFIG's task index 5 is out of range")
+    assert not os.path.exists(str(tmp_path / "run"))
