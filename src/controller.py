@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from src.common_ops import stacked_lstm_step
 from src.errors import UserError
 
 
@@ -71,6 +72,46 @@ class WeightScope(keras.layers.Layer):
             setattr(self, name, self.add_weight(
                 name=name, shape=shape, initializer=initializer))
         self.built = True
+
+
+class Decisions:
+    """The bookkeeping of one pass over a controller's decisions.
+
+    `step(x)` feeds x [1, lstm_size] to the stacked LSTM (weights `w_lstm`,
+    state from zeros) and returns the top layer's output [1, lstm_size].
+    `record(choice, nll, entropy)` keeps one decision's values;
+    `decide(logits, pos)` draws (or, with `forced_arc`, takes the arc's
+    value at `pos`) through `choose(logits, forced)` and records it.
+    `choices`, `nlls`, `entropies`: the recorded values, in order.
+    """
+
+    def __init__(self, w_lstm, lstm_size, choose=None, forced_arc=None):
+        self.zeros = tf.zeros([1, lstm_size], tf.float32)
+        self._c = [self.zeros] * len(w_lstm)
+        self._h = [self.zeros] * len(w_lstm)
+        self._w = w_lstm
+        self._choose = choose
+        self.forced_arc = forced_arc
+        self.choices, self.nlls, self.entropies = [], [], []
+
+    def step(self, x):
+        self._c, self._h = stacked_lstm_step(x, self._c, self._h, self._w)
+        return self._h[-1]
+
+    def forced(self, pos, n=1):
+        """The arc's n values at `pos`, or None when drawing."""
+        if self.forced_arc is None:
+            return None
+        return self.forced_arc[pos:pos + n]
+
+    def record(self, choice, nll, entropy):
+        self.choices.append(choice)
+        self.nlls.append(nll)
+        self.entropies.append(entropy)
+        return choice
+
+    def decide(self, logits, pos):
+        return self.record(*self._choose(logits, self.forced(pos)))
 
 
 class ArcController(keras.layers.Layer):

@@ -34,8 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from src.cifar10 import arcs
-from src.common_ops import stacked_lstm_step
-from src.controller import (ArcController, WeightScope,
+from src.controller import (ArcController, Decisions, WeightScope,
                             check_sampler_settings, require)
 
 
@@ -160,15 +159,9 @@ class MacroController(ArcController):
 
     def _decide_all(self, forced_arc):
         cfg = self.config
-        w_lstm = [scope.w for scope in self.lstm.children]
-        zeros = tf.zeros([1, cfg.lstm_size], tf.float32)
-        prev_c = [zeros] * cfg.lstm_num_layers
-        prev_h = [zeros] * cfg.lstm_num_layers
-
-        def step(x):
-            nonlocal prev_c, prev_h
-            prev_c, prev_h = stacked_lstm_step(x, prev_c, prev_h, w_lstm)
-            return prev_h[-1]
+        d = Decisions([scope.w for scope in self.lstm.children],
+                      cfg.lstm_size)
+        step = d.step
 
         skip_targets = tf.constant(
             [1.0 - cfg.skip_target, cfg.skip_target], tf.float32)
@@ -179,7 +172,6 @@ class MacroController(ArcController):
                 return None
             return forced_arc[pos:pos + n] - offset
 
-        arc_parts, nlls, entropies = [], [], []
         skip_counts, skip_penalties = [], []
         anchors, anchors_w_1 = [], []
         inputs = self.g_emb
@@ -187,22 +179,16 @@ class MacroController(ArcController):
             if cfg.search_whole_channels:
                 h = step(inputs)
                 logits = self._shape_logits(tf.matmul(h, self.softmax.w))
-                op, nll, ent = self._choose(logits, forced(1))
+                op = d.record(*self._choose(logits, forced(1)))
                 pos += 1
-                arc_parts.append(op)
-                nlls.append(nll)
-                entropies.append(ent)
                 inputs = tf.gather(self.emb.w, op)
             else:
                 for b in range(cfg.num_branches):
                     soft, emb = self.softmax.children[b], self.emb.children[b]
                     h = step(inputs)
                     logits = self._shape_logits(tf.matmul(h, soft.w_start))
-                    start, nll, ent = self._choose(logits, forced(1))
+                    start = d.record(*self._choose(logits, forced(1)))
                     pos += 1
-                    arc_parts.append(start)
-                    nlls.append(nll)
-                    entropies.append(ent)
                     inputs = tf.gather(emb.w_start, start)
 
                     h = step(inputs)
@@ -217,9 +203,7 @@ class MacroController(ArcController):
                         tf.fill(tf.shape(logits), -np.inf))
                     count, nll, ent = self._choose(logits, forced(1, 1))
                     pos += 1
-                    arc_parts.append(count + 1)
-                    nlls.append(nll)
-                    entropies.append(ent)
+                    d.record(count + 1, nll, ent)
                     inputs = tf.gather(emb.w_count, count)
 
             h = step(inputs)
@@ -229,11 +213,8 @@ class MacroController(ArcController):
                 query = tf.matmul(query, self.attention.v)
                 logits = self._shape_logits(
                     tf.concat([-query, query], axis=1))
-                skip, nll, ent = self._choose(logits, forced(layer_id))
+                skip = d.record(*self._choose(logits, forced(layer_id)))
                 pos += layer_id
-                arc_parts.append(skip)
-                nlls.append(nll)
-                entropies.append(ent)
 
                 skip_prob = tf.sigmoid(logits)
                 skip_penalties.append(tf.reduce_sum(
@@ -257,9 +238,9 @@ class MacroController(ArcController):
             skip_penalty = tf.constant(0.0)
         num_pairs = cfg.num_layers * (cfg.num_layers - 1) // 2
         return {
-            "arc": tf.concat(arc_parts, axis=0),
-            "log_prob": -tf.reduce_sum(tf.stack(nlls)),
-            "entropy": tf.reduce_sum(tf.stack(entropies)),
+            "arc": tf.concat(d.choices, axis=0),
+            "log_prob": -tf.reduce_sum(tf.stack(d.nlls)),
+            "entropy": tf.reduce_sum(tf.stack(d.entropies)),
             "skip_count": skip_count,
             "skip_rate": skip_count / float(max(1, num_pairs)),
             "skip_penalty": skip_penalty,

@@ -44,8 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from src.cifar10 import arcs
-from src.common_ops import stacked_lstm_step
-from src.controller import (ArcController, WeightScope,
+from src.controller import (ArcController, Decisions, WeightScope,
                             check_sampler_settings, require)
 
 
@@ -204,24 +203,8 @@ class MicroController(ArcController):
                          ("w_2", self.attention.w_2),
                          ("v", self.attention.v)):
             w[key] = tf.convert_to_tensor(var)
-        zeros = tf.zeros([1, cfg.lstm_size], tf.float32)
-        state = ([zeros] * cfg.lstm_num_layers,
-                 [zeros] * cfg.lstm_num_layers)
-
-        def step(x):
-            nonlocal state
-            state = stacked_lstm_step(x, state[0], state[1], w["lstm"])
-            return state[1][-1]
-
-        arc_parts, nlls, entropies = [], [], []
-
-        def decide(logits, pos):
-            forced = None if forced_arc is None else forced_arc[pos:pos + 1]
-            choice, nll, ent = self._choose(logits, forced)
-            arc_parts.append(choice)
-            nlls.append(nll)
-            entropies.append(ent)
-            return choice
+        d = Decisions(w["lstm"], cfg.lstm_size, self._choose, forced_arc)
+        step, decide, zeros = d.step, d.decide, d.zeros
 
         pos = 0
         for normal in (True, False):
@@ -256,7 +239,7 @@ class MicroController(ArcController):
         for node in range(2 * cfg.num_cells):
             order += [4 * node, 4 * node + 2, 4 * node + 1, 4 * node + 3]
         return {
-            "arc": tf.concat([arc_parts[j] for j in order], axis=0),
-            "log_prob": -tf.reduce_sum(tf.concat(nlls, axis=0)),
-            "entropy": tf.reduce_sum(tf.concat(entropies, axis=0)),
+            "arc": tf.concat([d.choices[j] for j in order], axis=0),
+            "log_prob": -tf.reduce_sum(tf.concat(d.nlls, axis=0)),
+            "entropy": tf.reduce_sum(tf.concat(d.entropies, axis=0)),
         }

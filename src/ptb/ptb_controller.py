@@ -39,8 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from src.common_ops import stacked_lstm_step
-from src.controller import (ArcController, WeightScope,
+from src.controller import (ArcController, Decisions, WeightScope,
                             check_sampler_settings, require)
 from src.ptb.arcs import PTB_FUNCS, PtbArc, ptb_arc_length
 
@@ -181,24 +180,8 @@ class PtbController(ArcController):
         w_1 = tf.convert_to_tensor(self.attention.w_1)
         w_2 = tf.convert_to_tensor(self.attention.w_2)
         v = tf.convert_to_tensor(self.attention.v)
-        zeros = tf.zeros([1, cfg.lstm_size], tf.float32)
-        state = ([zeros] * cfg.lstm_num_layers,
-                 [zeros] * cfg.lstm_num_layers)
-
-        def step(x):
-            nonlocal state
-            state = stacked_lstm_step(x, state[0], state[1], w_lstm)
-            return state[1][-1]
-
-        arc_parts, nlls, entropies = [], [], []
-
-        def decide(logits, pos):
-            forced = None if forced_arc is None else forced_arc[pos:pos + 1]
-            choice, nll, ent = self._choose(logits, forced)
-            arc_parts.append(choice)
-            nlls.append(nll)
-            entropies.append(ent)
-            return choice
+        d = Decisions(w_lstm, cfg.lstm_size, self._choose, forced_arc)
+        step, decide = d.step, d.decide
 
         anchors, keys = [], []
         inputs = g_emb
@@ -221,10 +204,10 @@ class PtbController(ArcController):
             func = decide(self._squash(tf.matmul(h, w_soft)), 2 * node)
             inputs = tf.gather(w_emb, func)
 
-        nll = tf.concat(nlls, axis=0)
+        nll = tf.concat(d.nlls, axis=0)
         return {
-            "arc": tf.concat(arc_parts, axis=0),
+            "arc": tf.concat(d.choices, axis=0),
             "log_prob": -tf.reduce_sum(nll),
-            "entropy": tf.reduce_sum(tf.concat(entropies, axis=0)),
+            "entropy": tf.reduce_sum(tf.concat(d.entropies, axis=0)),
             "ppl": tf.exp(tf.reduce_mean(nll)),
         }
