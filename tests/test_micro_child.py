@@ -530,11 +530,33 @@ def test_nchw_gives_the_same_logits_as_nhwc_where_a_gpu_is_present(
 
 # ---------------------------------------------------------------- golden
 
-# The reference's step-0 gradient norms recomputed without its race (the
-# reference's own `_model` graph in tf.compat.v1, forward and backward only,
-# from ckpt_init on the recorded batch): the recorded values were fetched in
-# the session run that also applied the update and differ by ~1.5e-3.
-RACE_FREE_GRAD_NORM = {"micro_fixed": 6.059109, "micro_search": 4.502917}
+# The reference's step-0 gradient norms recomputed without its race: its own
+# `_build_train` graph in tf.compat.v1, forward and backward only, from
+# ckpt_init on the recorded batch (tests/golden_tools/race_free_grad_norm.py
+# redoes it). The recorded `train_step_grad_norm` was fetched in the session
+# run that also applied the update and is off by ~1.5e-3.
+#
+# The float32 gradient norm is not a property of the model alone: it moves
+# with the CPU's kernels and summation order. Measured with that tool, the
+# reference and our port agree to every printed digit (norms to 2e-7,
+# per-variable gradients to 6e-6 of their largest entry) on each machine,
+# but the value differs between machines by 1.0e-4 (fixed) and 1.5e-4
+# (search) relative, and by up to 1.1e-5 between intra-op thread counts on
+# one machine (changing every weight by one float unit moves it by up to
+# 2.2e-5). So the table lists every race-free value the reference gave, not
+# one machine's:
+#   - the earlier CI machine: 6.059109 / 4.502917;
+#   - AMD EPYC without AVX-512 (2 cores), default threads: 6.058494 /
+#     4.502234; one intra-op thread: 6.058559 / 4.502233.
+# On a new CPU whose value falls outside, rerun the tool: if the reference
+# there agrees with our port, add its value here; if it does not, the port
+# is wrong (compare the per-variable gradients the tool prints).
+RACE_FREE_GRAD_NORMS = {"micro_fixed": (6.059109, 6.058494, 6.058559),
+                        "micro_search": (4.502917, 4.502234, 4.502233)}
+# Three times the largest spread measured across CPUs: ten times tighter than
+# the recorded value's racy tolerance below, and wider than any rounding
+# effect measured on one CPU.
+RACE_FREE_RTOL = 3e-4
 
 
 @pytest.fixture(scope="module", params=["micro_fixed", "micro_search"])
@@ -635,7 +657,23 @@ def test_golden_first_training_step(golden):
     correct = int(tf.reduce_sum(tf.cast(tf.equal(
         tf.argmax(logits, 1, output_type=tf.int32), y), tf.int32)))
     assert correct == int(outputs["train_step_train_acc"][0])
-    np.testing.assert_allclose(grad_norm, RACE_FREE_GRAD_NORM[name],
-                               rtol=1e-5)
+    # What pins the step to the reference, CPU-independently: the loss, the
+    # aux loss and the accuracy above (1e-5: the forward pass, unaffected by
+    # the CPU's summation order at that level), the L2 sum (1e-5), and the
+    # gradient norm within RACE_FREE_RTOL of the reference's race-free
+    # values. The last is the only gradient check, so it is not an exact
+    # pin: agreement to 2e-7 with the reference on the same CPU is what
+    # tests/golden_tools/race_free_grad_norm.py measures, and it must be
+    # rerun when the CPU changes (see RACE_FREE_GRAD_NORMS).
+    race_free = RACE_FREE_GRAD_NORMS[name]
+    low = min(race_free) * (1 - RACE_FREE_RTOL)
+    high = max(race_free) * (1 + RACE_FREE_RTOL)
+    assert low <= grad_norm <= high, (
+        "step-0 gradient norm {:.6f} is outside [{:.6f}, {:.6f}], the "
+        "reference's race-free values {} widened by {} relative; run "
+        "tests/golden_tools/race_free_grad_norm.py on this machine".format(
+            grad_norm, low, high, race_free, RACE_FREE_RTOL))
+    # The recorded (racy) value: within the README's "about 1e-3" (1.7e-3
+    # and 1.3e-3 measured from the race-free values).
     np.testing.assert_allclose(grad_norm, outputs["train_step_grad_norm"][0],
                                rtol=3e-3)
