@@ -65,12 +65,13 @@ class ControllerPhase:
         self.cfg = cfg
         self.controller = controller
         self.hooks = hooks
-        self.random = cfg.search_policy == "random"
-        if self.random != isinstance(controller, UniformSampler):
+        self.random = isinstance(controller, UniformSampler)
+        policy = getattr(cfg, "search_policy", "enas")
+        if self.random != (policy == "random"):
             raise ValueError(
                 "search_policy={!r} but the controller is a {}: with "
                 "random, cfg.controller must be the space's "
-                "random_policy(...)".format(cfg.search_policy,
+                "random_policy(...)".format(policy,
                                             type(controller).__name__))
         # The random policy learns nothing: no REINFORCE, no baseline.
         self.reinforce = (None if self.random else
