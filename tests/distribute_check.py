@@ -24,10 +24,11 @@ import tensorflow as tf  # noqa: E402
 
 from src import schedules  # noqa: E402
 from src.checkpoints import variables_by_path  # noqa: E402
-from src.cifar10 import arcs  # noqa: E402
+from src.macro import arcs as macro_arcs  # noqa: E402
+from src.micro import arcs as micro_arcs  # noqa: E402
 from src.cifar10.child_trainer import ChildTrainer  # noqa: E402
-from src.cifar10.macro_child import MacroChild, MacroConfig  # noqa: E402
-from src.cifar10.micro_child import MicroChild, MicroConfig  # noqa: E402
+from src.macro.child import MacroChild, MacroConfig  # noqa: E402
+from src.micro.child import MicroChild, MicroConfig  # noqa: E402
 from src.train_ops import TrainConfig  # noqa: E402
 
 MICRO_ARC = ("0 2 0 0 1 4 0 1 "   # normal cell, 2 nodes
@@ -36,7 +37,7 @@ STEPS = 3
 
 
 def macro_child(searching=False):
-    arc = None if searching else arcs.MacroArc.parse("0 3 0 0 1 0", 3, 4,
+    arc = None if searching else macro_arcs.MacroArc.parse("0 3 0 0 1 0", 3, 4,
                                                      True)
     return MacroChild(MacroConfig(num_layers=3, out_filters=8,
                                   num_branches=4, whole_channels=True,
@@ -47,7 +48,7 @@ def micro_child():
     return MicroChild(MicroConfig(
         num_layers=1, num_cells=2, out_filters=4, keep_prob=0.8,
         drop_path_keep_prob=0.6, use_aux_heads=True,
-        fixed_arc=arcs.MicroArc.parse(MICRO_ARC, 2), num_train_steps=10,
+        fixed_arc=micro_arcs.MicroArc.parse(MICRO_ARC, 2), num_train_steps=10,
         seed=1))
 
 

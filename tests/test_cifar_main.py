@@ -12,7 +12,7 @@ import tensorflow as tf
 from src import run_loop, schedules
 from src.cifar10.session import CifarRunConfig
 from src.macro import arcs
-from src.cifar10.macro_child import MacroConfig
+from src.macro.child import MacroConfig
 from src.train_ops import TrainConfig
 from tests.conftest import REPO_ROOT
 

@@ -10,8 +10,8 @@ import pytest
 from src import run_loop, schedules
 from src.cifar10.session import CifarRunConfig
 from src.micro import arcs
-from src.cifar10.micro_child import MicroConfig
-from src.cifar10.micro_controller import MicroControllerConfig
+from src.micro.child import MicroConfig
+from src.micro.controller import MicroControllerConfig
 from src.reinforce import ReinforceConfig
 from src.train_ops import TrainConfig
 from tests.test_cifar_main import run_main

@@ -10,8 +10,8 @@ import numpy as np
 from src import run_loop, schedules
 from src.cifar10.session import CifarRunConfig
 from src.macro import arcs
-from src.cifar10.macro_child import MacroConfig
-from src.cifar10.macro_controller import MacroControllerConfig
+from src.macro.child import MacroConfig
+from src.macro.controller import MacroControllerConfig
 from src.reinforce import ReinforceConfig
 from src.train_ops import TrainConfig
 

@@ -16,10 +16,10 @@ import tensorflow as tf
 
 from src import export, schedules
 from src.checkpoints import variables_by_path
-from src.cifar10 import arcs
+from src.macro import arcs
 from src.cifar10 import data as cifar_data
-from src.cifar10.macro_child import MacroChild, MacroConfig
-from src.cifar10.macro_controller import MacroController, MacroControllerConfig
+from src.macro.child import MacroChild, MacroConfig
+from src.macro.controller import MacroController, MacroControllerConfig
 from src.errors import UserError
 from src.ptb.ptb_child import PtbChild, PtbChildConfig
 from src.ptb.ptb_controller import PtbController, PtbControllerConfig

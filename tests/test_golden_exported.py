@@ -22,11 +22,12 @@ import pytest
 import tensorflow as tf
 
 from src import export
-from src.cifar10 import arcs
-from src.cifar10.macro_child import MacroChild, MacroConfig
-from src.cifar10.macro_controller import MacroController, MacroControllerConfig
-from src.cifar10.micro_child import MicroChild, MicroConfig
-from src.cifar10.micro_controller import MicroController, MicroControllerConfig
+from src.macro import arcs as macro_arcs
+from src.micro import arcs as micro_arcs
+from src.macro.child import MacroChild, MacroConfig
+from src.macro.controller import MacroController, MacroControllerConfig
+from src.micro.child import MicroChild, MicroConfig
+from src.micro.controller import MicroController, MicroControllerConfig
 from src.ptb.arcs import PtbArc
 from src.ptb.ptb_child import PtbChild, PtbChildConfig
 from src.reference_checkpoint import import_reference_checkpoint
@@ -67,7 +68,7 @@ def macro_child(case, fixed):
     cfg = attributes(case)
     arc = None
     if fixed:
-        arc = arcs.MacroArc.parse(cfg["fixed_arc"], cfg["num_layers"],
+        arc = macro_arcs.MacroArc.parse(cfg["fixed_arc"], cfg["num_layers"],
                                   cfg["num_branches"], True)
     child = MacroChild(MacroConfig(
         num_layers=cfg["num_layers"], out_filters=cfg["out_filters"],
@@ -81,7 +82,7 @@ def micro_child(case):
     cfg = attributes(case)
     arc = None
     if cfg["fixed_arc"]:
-        arc = arcs.MicroArc.parse(cfg["fixed_arc"], cfg["num_cells"])
+        arc = micro_arcs.MicroArc.parse(cfg["fixed_arc"], cfg["num_cells"])
     return _built(MicroChild(MicroConfig(
         num_layers=cfg["num_layers"], num_cells=cfg["num_cells"],
         out_filters=cfg["out_filters"], keep_prob=cfg["keep_prob"],

@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 
 from src import schedules
-from src.cifar10 import arcs
+from src.macro import arcs
 from src.cifar10.child_trainer import ChildTrainer
-from src.cifar10.macro_child import MacroChild, MacroConfig
+from src.macro.child import MacroChild, MacroConfig
 from src.reference_checkpoint import load_reference_weights, reference_name
 from src.train_ops import TrainConfig
 from tests.conftest import golden_case

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from src.cifar10 import arcs
+from src.macro import arcs
 from src.cifar10.child_trainer import ChildTrainer
 from src.cifar10.image_ops import BatchNorm
-from src.cifar10.macro_child import MacroChild, MacroConfig, count_params
+from src.macro.child import MacroChild, MacroConfig, count_params
 from src.child_output import ChildOutput
 from src.errors import UserError
 from src import schedules

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from src.cifar10 import arcs
-from src.cifar10.macro_controller import MacroController, MacroControllerConfig
+from src.macro import arcs
+from src.macro.controller import MacroController, MacroControllerConfig
 from src.errors import UserError
 from src.reference_checkpoint import load_reference_weights, reference_name
 from tests.conftest import golden_case

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from src.cifar10 import arcs
+from src.macro import arcs
 from src.cifar10.image_ops import MaskedBatchNorm
-from src.cifar10.macro_child import MacroChild, MacroConfig, count_params
+from src.macro.child import MacroChild, MacroConfig, count_params
 from src.errors import UserError
 from src.reference_checkpoint import load_reference_weights, reference_name
 from src.train_ops import l2_loss

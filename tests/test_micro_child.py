@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from src.cifar10 import arcs
+from src.micro import arcs
 from src.cifar10.image_ops import FactorizedReduction, RowSepConvBN, drop_path
-from src.cifar10.macro_child import count_params
-from src.cifar10.micro_child import (BakedArc, FixedCell, MicroChild,
+from src.macro.child import count_params
+from src.micro.child import (BakedArc, FixedCell, MicroChild,
                                      MicroConfig, SearchFinalConv,
                                      SearchNodeInput, StackedSepConv,
                                      aux_head_layer, drop_path_keep_prob,

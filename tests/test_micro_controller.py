@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from src.cifar10 import arcs
-from src.cifar10.micro_controller import (MicroController,
+from src.micro import arcs
+from src.micro.controller import (MicroController,
                                           MicroControllerConfig)
 from src.errors import UserError
 from src.reference_checkpoint import load_reference_weights, reference_name

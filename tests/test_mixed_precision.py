@@ -15,11 +15,12 @@ import pytest
 import tensorflow as tf
 
 from src import precision, schedules
-from src.cifar10 import arcs
+from src.macro import arcs as macro_arcs
+from src.micro import arcs as micro_arcs
 from src.cifar10.child_trainer import ChildTrainer
 from src.cifar10.image_ops import BatchNorm, MaskedBatchNorm, RowBatchNorm
-from src.cifar10.macro_child import MacroChild, MacroConfig
-from src.cifar10.micro_child import MicroChild, MicroConfig
+from src.macro.child import MacroChild, MacroConfig
+from src.micro.child import MicroChild, MicroConfig
 from src.errors import UserError
 from src.ptb.arcs import PtbArc
 from src.ptb.ptb_child import PtbBatchNorm, PtbChild, PtbChildConfig
@@ -59,7 +60,7 @@ def cifar_case(kind, mixed, jit_compile=False):
     if kind == "macro_fixed":
         child = MacroChild(MacroConfig(
             num_layers=2, out_filters=4, num_branches=4, keep_prob=0.9,
-            fixed_arc=arcs.MacroArc.parse(MACRO_FIXED_ARC, 2, 4, True),
+            fixed_arc=macro_arcs.MacroArc.parse(MACRO_FIXED_ARC, 2, 4, True),
             seed=1))
         arc_fn, eval_training = None, False
     elif kind == "macro_search":
@@ -70,14 +71,14 @@ def cifar_case(kind, mixed, jit_compile=False):
     elif kind == "micro_search":
         child = MicroChild(MicroConfig(num_layers=0, num_cells=1,
                                        out_filters=4, seed=1))
-        arc = tf.constant(arcs.MicroArc.parse(MICRO_ARC, 1).to_list(),
+        arc = tf.constant(micro_arcs.MicroArc.parse(MICRO_ARC, 1).to_list(),
                           tf.int32)
         arc_fn, eval_training = (lambda: arc), True
     elif kind == "micro_fixed":
         child = MicroChild(MicroConfig(
             num_layers=1, num_cells=1, out_filters=4, keep_prob=0.9,
             drop_path_keep_prob=0.6, use_aux_heads=True, num_train_steps=10,
-            fixed_arc=arcs.MicroArc.parse(MICRO_ARC, 1), seed=1))
+            fixed_arc=micro_arcs.MicroArc.parse(MICRO_ARC, 1), seed=1))
         arc_fn, eval_training = None, False
     else:
         raise ValueError(kind)
@@ -309,7 +310,7 @@ def test_values_to_check_leave_out_the_norm_of_a_scaling_skip():
 
 
 def test_controllers_stay_float32_under_a_mixed_run(restore_policy):
-    from src.cifar10.macro_controller import (MacroController,
+    from src.macro.controller import (MacroController,
                                               MacroControllerConfig)
     precision.set_mixed_precision(True)
     assert precision.mixed_precision_enabled()

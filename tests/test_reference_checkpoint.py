@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from src.cifar10 import arcs
-from src.cifar10.macro_child import MacroChild, MacroConfig
-from src.cifar10.macro_controller import MacroController, MacroControllerConfig
-from src.cifar10.micro_child import MicroChild, MicroConfig
-from src.cifar10.micro_controller import MicroController, MicroControllerConfig
+from src.macro import arcs as macro_arcs
+from src.micro import arcs as micro_arcs
+from src.macro.child import MacroChild, MacroConfig
+from src.macro.controller import MacroController, MacroControllerConfig
+from src.micro.child import MicroChild, MicroConfig
+from src.micro.controller import MicroController, MicroControllerConfig
 from src.errors import UserError
 from src.ptb.arcs import PtbArc
 from src.ptb.ptb_child import PtbChild, PtbChildConfig
@@ -42,13 +43,13 @@ def tiny_child(kind, seed=1):
         cfg = MacroConfig(
             num_layers=3, out_filters=4, num_branches=4 if fixed else 6,
             whole_channels=kind != "macro_search_channels",
-            fixed_arc=arcs.MacroArc.parse(MACRO_ARC, 3, 4, True)
+            fixed_arc=macro_arcs.MacroArc.parse(MACRO_ARC, 3, 4, True)
             if fixed else None, seed=seed)
         child = MacroChild(cfg)
     elif kind.startswith("micro"):
         cfg = MicroConfig(
             num_layers=1, num_cells=2, out_filters=4, use_aux_heads=True,
-            fixed_arc=arcs.MicroArc.parse(MICRO_ARC, 2)
+            fixed_arc=micro_arcs.MicroArc.parse(MICRO_ARC, 2)
             if kind == "micro_fixed" else None, seed=seed)
         child = MicroChild(cfg)
     else:

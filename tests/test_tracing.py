@@ -58,8 +58,8 @@ def cifar_search(space, tmp_path):
     from src.search import ControllerPhase
 
     if space == "macro":
-        from src.cifar10.macro_child import MacroChild, MacroConfig
-        from src.cifar10.macro_controller import MacroControllerConfig
+        from src.macro.child import MacroChild, MacroConfig
+        from src.macro.controller import MacroControllerConfig
         child_cfg = MacroConfig(num_layers=2, out_filters=4, num_branches=4,
                                 keep_prob=0.9, seed=1)
         child = MacroChild(child_cfg)
@@ -70,8 +70,8 @@ def cifar_search(space, tmp_path):
                                     skip_weight=0.8)
         training_mode = False
     else:
-        from src.cifar10.micro_child import MicroChild, MicroConfig
-        from src.cifar10.micro_controller import MicroControllerConfig
+        from src.micro.child import MicroChild, MicroConfig
+        from src.micro.controller import MicroControllerConfig
         child_cfg = MicroConfig(num_layers=0, num_cells=1, out_filters=4,
                                 keep_prob=0.9, seed=1)
         child = MicroChild(child_cfg)

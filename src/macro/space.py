@@ -3,8 +3,8 @@ its child and controller, and its arc printout."""
 
 import numpy as np
 
-from src.cifar10.macro_child import MacroChild, MacroConfig
-from src.cifar10.macro_controller import MacroController, MacroControllerConfig
+from src.macro.child import MacroChild, MacroConfig
+from src.macro.controller import MacroController, MacroControllerConfig
 from src.cifar10.session import CifarSpace
 from src.errors import UserError
 from src.macro import arcs

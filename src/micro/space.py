@@ -3,8 +3,8 @@ its child and controller, and its arc printout."""
 
 import numpy as np
 
-from src.cifar10.micro_child import MicroChild, MicroConfig
-from src.cifar10.micro_controller import MicroController, MicroControllerConfig
+from src.micro.child import MicroChild, MicroConfig
+from src.micro.controller import MicroController, MicroControllerConfig
 from src.cifar10.session import CifarSpace
 from src.micro import arcs
 from src.random_policy import RandomPolicyConfig, UniformSampler, uniform

@@ -56,7 +56,7 @@ def reference_worker(case, intra, dump):
     sys.path.insert(0, str(ENAS_REF))
     import tensorflow.compat.v1 as tf
     tf.disable_v2_behavior()
-    from src.cifar10.micro_child import MicroChild
+    from src.micro.child import MicroChild
 
     folder = GOLDENS / case
     config = json.loads((folder / "config.json").read_text())
@@ -129,8 +129,8 @@ def port_worker(case, intra, dump):
     import tensorflow as tf
     _set_threads(tf, intra)
     tf.config.experimental.enable_op_determinism()  # as tests/conftest.py
-    from src.cifar10 import arcs
-    from src.cifar10.micro_child import MicroChild, MicroConfig
+    from src.micro import arcs
+    from src.micro.child import MicroChild, MicroConfig
     from src.reference_checkpoint import (load_reference_weights,
                                           reference_name)
     from src.train_ops import l2_loss

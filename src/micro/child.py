@@ -45,7 +45,7 @@ import tensorflow as tf
 
 from src.baked_arc import BakedArc
 from src.child_output import ChildOutput
-from src.cifar10 import arcs
+from src.micro import arcs
 from src.cifar10.image_ops import (AuxHead, BatchNorm, Classifier, ConvBN,
                                    FactorizedReduction, RowSepConvBN,
                                    SepConvBN, channel_axis, drop_path,

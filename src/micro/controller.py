@@ -3,7 +3,7 @@
 An LSTM that writes a micro architecture: one flat int32 vector of
 8 * num_cells integers, the normal cell's 4 * num_cells then the reduction
 cell's, each node as (index_1, op_1, index_2, op_2) (the encoding of
-`--child_fixed_arc` and of `src.cifar10.arcs.MicroArc`; op ids index
+`--child_fixed_arc` and of `src.micro.arcs.MicroArc`; op ids index
 `arcs.MICRO_OPS`).
 
 Each cell is written by the same procedure, the reduction cell's LSTM
@@ -43,7 +43,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from src.cifar10 import arcs
+from src.micro import arcs
 from src.controller import (ArcController, Decisions, WeightScope,
                             check_sampler_settings, require)
 

@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from src.baked_arc import BakedArc  # also imported from here (src.bench)
 from src.child_output import ChildOutput
-from src.cifar10 import arcs
+from src.macro import arcs
 from src.cifar10.image_ops import (BatchNorm, Classifier, ConvBN,
                                    FactorizedReduction, Pool3x3, SlicedConvBN,
                                    channel_axis)

@@ -1,7 +1,7 @@
 """The macro search space's controller (the reference's `GeneralController`).
 
 An LSTM that writes a macro architecture (the encoding of
-`src.cifar10.arcs.MacroArc`) decision by decision. Per layer:
+`src.macro.arcs.MacroArc`) decision by decision. Per layer:
 
 - whole channels: one op id, sampled from a softmax over the LSTM output;
   the op's embedding is the next input;
@@ -33,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from src.cifar10 import arcs
+from src.macro import arcs
 from src.controller import (ArcController, Decisions, WeightScope,
                             check_sampler_settings, require)
 
