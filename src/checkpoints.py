@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from src import distribute
 from src.errors import UserError
+from src.reference_checkpoint import start_run_from
 
 
 def variables_by_path(layer):
@@ -137,6 +138,5 @@ def open_run_checkpoint(output_dir, child, trainer, search=None,
     ckpt = RunCheckpoint(output_dir, models=models, **objects)
     restored = ckpt.restore_latest()
     if restored is None and reference_checkpoint:
-        from src.reference_checkpoint import start_run_from
         start_run_from(reference_checkpoint, trainer, search)
     return ckpt, restored

@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 
+import keras
 import tensorflow as tf
 
 from src.errors import UserError
@@ -198,7 +199,10 @@ def several_replicas():
 
 def _inside_control_flow():
     """Whether ops are being added inside a tf.cond / tf.switch_case branch
-    or a while loop (of the graph being built or one it is nested in)."""
+    or a while loop (of the graph being built or one it is nested in).
+
+    TensorFlow has no public API for this: the branch and loop-body graphs'
+    classes are internal (tensorflow.python.ops.control_flow_util_v2)."""
     from tensorflow.python.ops import control_flow_util_v2 as cf
     kinds = (cf.CondBranchFuncGraph, cf.WhileBodyFuncGraph,
              cf.WhileCondFuncGraph)
@@ -220,7 +224,6 @@ def moving_weight(layer, name, shape, initializer):
     and which would fail when the replicas' values differ), and a read
     outside a step sees the replicas' mean. Otherwise exactly
     `layer.add_weight`."""
-    import keras
     if not several_replicas():
         return layer.add_weight(name=name, shape=shape,
                                 initializer=initializer, trainable=False,
@@ -230,7 +233,9 @@ def moving_weight(layer, name, shape, initializer):
             initializer=initializer, shape=shape, dtype="float32",
             trainable=False, autocast=False, name=name,
             synchronization="on_read", aggregation="mean")
-    layer._track_variable(variable)  # as add_weight does
+    # Keras' add_weight takes no `synchronization`; track the variable as
+    # it does (a private method: no public one registers a variable).
+    layer._track_variable(variable)
     return variable
 
 
@@ -333,7 +338,6 @@ def dropout(x, rate, seed):
     step, this replica's rows of the mask a single device would draw for
     the whole global batch (replicas do not share a mask, and a mirrored
     run drops what a single-device run drops)."""
-    import keras
     if _synced_context() is None:
         return keras.random.dropout(x, rate, seed=seed)
     ones = tf.ones(_global_rows_shape(tf.shape(x)), x.dtype)
@@ -344,7 +348,6 @@ def uniform_rows(shape, seed):
     """`keras.random.uniform(shape, dtype="float32", seed=seed)` whose first
     dimension is the batch's rows; inside a multi-replica step, this
     replica's rows of the draw for the whole global batch."""
-    import keras
     shape = tf.convert_to_tensor(shape, tf.int32)
     if _synced_context() is None:
         return keras.random.uniform(shape, dtype="float32", seed=seed)

@@ -150,7 +150,6 @@ def _object_key(model, path):
 def ptb_vocab_size(path, reference):
     """The vocabulary size of the PTB child in a checkpoint (the rows of
     its embedding), or None when it holds no child."""
-    import tensorflow as tf
     shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
     name = "ptb_enas_model/embedding/w"
     key = name if reference else _object_key("child", name)
@@ -165,7 +164,6 @@ def restore_run_checkpoint(path, child=None, controller=None, shadows=None):
     enough for the controller. Returns {"global_step", "controller_step"}:
     the two optimisers' update counts (None when absent). UserError when a
     part does not fit."""
-    import tensorflow as tf
 
     objects = {}
     if child is not None:
@@ -204,7 +202,6 @@ def _batch_statistics_logits(child, images, arc):
     """The micro search child's logits with batch norm on the statistics of
     `images` (the reference's training-mode valid graph), without dropout;
     the moving statistics the training-mode pass updates are put back."""
-    import tensorflow as tf
     state = list(child.non_trainable_weights)
     saved = [tf.convert_to_tensor(v) for v in state]
     outputs = child.layer_outputs(images, training=True, arc=arc)
@@ -222,7 +219,6 @@ def child_signatures(child, mean=None, std=None, batch_statistics=False):
     `serving_default` (fixed arc only; None: not exported).
     batch_statistics: the CIFAR-10 search child normalises with the
     statistics of the batch (micro search's valid graph)."""
-    import tensorflow as tf
 
     searching = child.searching
     arc_spec = (tf.TensorSpec([child.cfg.arc_length], tf.int32, name="arc")
@@ -282,7 +278,6 @@ def child_signatures(child, mean=None, std=None, batch_statistics=False):
 
 def controller_signatures(controller):
     """{"sample", "log_prob"} tf.functions of a controller."""
-    import tensorflow as tf
 
     def sample():
         result = controller.sample()
@@ -303,7 +298,6 @@ def save_export(export_dir, child=None, controller=None, mean=None, std=None,
     layers holding the weights to export) into `export_dir`. Returns the
     sorted signature names. info: extra entries for
     `assets.extra/enas_export.json`."""
-    import tensorflow as tf
 
     module = tf.Module()
     signatures = {}

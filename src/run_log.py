@@ -1,6 +1,7 @@
 """A run's record in `--output_dir`: the stdout copy, the resolved flags,
 TensorBoard summaries, and the reference's log-line formats."""
 
+import json
 import os
 import shutil
 import sys
@@ -175,7 +176,6 @@ class Summaries:
 def best_recorded_arc(arcs_path):
     """(reward, arc string) of the best record in an `arcs.jsonl`, or None
     when there is none (unreadable lines are skipped)."""
-    import json
     best = None
     if os.path.exists(arcs_path):
         with open(arcs_path) as f:
