@@ -135,6 +135,16 @@ class ArcController(keras.layers.Layer):
             for i in range(config.lstm_num_layers)], seeds=seeds)
         return seeds
 
+    def _temperature_tanh(self, logits):
+        """logits / temperature, then tanh_constant * tanh(.), each when
+        configured (the reference's order)."""
+        cfg = self.config
+        if cfg.temperature is not None:
+            logits = logits / cfg.temperature
+        if cfg.tanh_constant is not None:
+            logits = cfg.tanh_constant * tf.tanh(logits)
+        return logits
+
     def _finish_init(self, autograph=True):
         self.build()
         self._sample_fn = tf.function(self._sample_graph, autograph=autograph)

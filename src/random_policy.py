@@ -7,7 +7,7 @@ uniformly among its legal values (the macro space's skip bits: 1 with
 probability `--controller_skip_target`). A space describes its arcs as one
 `Choice` per position (`SearchSpace.random_policy`, which turns its
 controller config into a `RandomPolicyConfig`); the run's `cfg.controller`
-is then that config, and the space's `build_controller` builds the sampler
+is then that config, and `SearchSpace.build_controller` builds the sampler
 from it. The sampler has the controller's interface where the run needs it
 (`sample()`, `log_prob(arc)`, `config.arc_length`) and no weights: its only
 state is its seed generator (`random_policy/sampler`, seeded from

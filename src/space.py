@@ -11,6 +11,8 @@ need from it. BUILD.md, Architecture, has the checklist for a new space.
 
 import dataclasses
 
+from src.random_policy import RandomPolicyConfig, UniformSampler
+
 
 @dataclasses.dataclass(kw_only=True)
 class RunConfig:
@@ -81,7 +83,15 @@ class SearchSpace:
         raise NotImplementedError
 
     def build_controller(self, controller_cfg):
-        """The controller of a controller config."""
+        """The controller of a controller config: the uniform sampler for a
+        `--search_policy=random` config (src.random_policy), else the
+        space's LSTM controller."""
+        if isinstance(controller_cfg, RandomPolicyConfig):
+            return UniformSampler(controller_cfg)
+        return self.build_lstm_controller(controller_cfg)
+
+    def build_lstm_controller(self, controller_cfg):
+        """The space's LSTM controller of a controller config."""
         raise NotImplementedError
 
     def build_variables(self, child):

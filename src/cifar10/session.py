@@ -46,7 +46,7 @@ def gpu_available():
 
 class CifarSpace(SearchSpace):
     """A CIFAR-10 search space: subclasses set `name`, `search_for`,
-    `arc_class` and implement `configs`, `build_child`, `build_controller`,
+    `arc_class` and implement `configs`, `build_child`, `build_lstm_controller`,
     `parse_arc`, `printout`, `arc_record`."""
     entry = "cifar10"
     model_name = "child"
@@ -55,12 +55,6 @@ class CifarSpace(SearchSpace):
 
     def configs(self, f, out_filters, data_format, searching):
         """(child config, controller config or None) from the flags."""
-        raise NotImplementedError
-
-    def build_child(self, child_cfg):
-        raise NotImplementedError
-
-    def build_controller(self, controller_cfg):
         raise NotImplementedError
 
     def jit_compile(self, cfg):

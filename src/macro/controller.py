@@ -134,14 +134,6 @@ class MacroController(ArcController):
 
     # -- the decisions ----------------------------------------------------
 
-    def _shape_logits(self, logits):
-        cfg = self.config
-        if cfg.temperature is not None:
-            logits = logits / cfg.temperature
-        if cfg.tanh_constant is not None:
-            logits = cfg.tanh_constant * tf.tanh(logits)
-        return logits
-
     def _choose(self, logits, forced):
         """One row of decisions: logits [n, k]; forced int32 [n] or None.
 
@@ -178,7 +170,7 @@ class MacroController(ArcController):
         for layer_id in range(cfg.num_layers):
             if cfg.search_whole_channels:
                 h = step(inputs)
-                logits = self._shape_logits(tf.matmul(h, self.softmax.w))
+                logits = self._temperature_tanh(tf.matmul(h, self.softmax.w))
                 op = d.record(*self._choose(logits, forced(1)))
                 pos += 1
                 inputs = tf.gather(self.emb.w, op)
@@ -186,13 +178,13 @@ class MacroController(ArcController):
                 for b in range(cfg.num_branches):
                     soft, emb = self.softmax.children[b], self.emb.children[b]
                     h = step(inputs)
-                    logits = self._shape_logits(tf.matmul(h, soft.w_start))
+                    logits = self._temperature_tanh(tf.matmul(h, soft.w_start))
                     start = d.record(*self._choose(logits, forced(1)))
                     pos += 1
                     inputs = tf.gather(emb.w_start, start)
 
                     h = step(inputs)
-                    logits = self._shape_logits(tf.matmul(h, soft.w_count))
+                    logits = self._temperature_tanh(tf.matmul(h, soft.w_count))
                     # Count index c stands for c + 1 channels; allowed while
                     # start + c + 1 <= out_filters.
                     allowed = tf.less_equal(
@@ -211,7 +203,7 @@ class MacroController(ArcController):
                 query = tf.tanh(tf.concat(anchors_w_1, axis=0)
                                 + tf.matmul(h, self.attention.w_2))
                 query = tf.matmul(query, self.attention.v)
-                logits = self._shape_logits(
+                logits = self._temperature_tanh(
                     tf.concat([-query, query], axis=1))
                 skip = d.record(*self._choose(logits, forced(layer_id)))
                 pos += layer_id

@@ -8,8 +8,7 @@ from src.macro.controller import MacroController, MacroControllerConfig
 from src.cifar10.session import CifarSpace
 from src.errors import UserError
 from src.macro import arcs
-from src.random_policy import (Choice, RandomPolicyConfig, UniformSampler,
-                               bit, uniform)
+from src.random_policy import Choice, RandomPolicyConfig, bit, uniform
 
 
 class MacroSpace(CifarSpace):
@@ -78,9 +77,7 @@ class MacroSpace(CifarSpace):
     def build_child(self, child_cfg):
         return MacroChild(child_cfg)
 
-    def build_controller(self, controller_cfg):
-        if isinstance(controller_cfg, RandomPolicyConfig):
-            return UniformSampler(controller_cfg)
+    def build_lstm_controller(self, controller_cfg):
         return MacroController(controller_cfg)
 
     def parse_arc(self, values, child_cfg):

@@ -7,7 +7,7 @@ from src.micro.child import MicroChild, MicroConfig
 from src.micro.controller import MicroController, MicroControllerConfig
 from src.cifar10.session import CifarSpace
 from src.micro import arcs
-from src.random_policy import RandomPolicyConfig, UniformSampler, uniform
+from src.random_policy import RandomPolicyConfig, uniform
 
 
 class MicroSpace(CifarSpace):
@@ -56,9 +56,7 @@ class MicroSpace(CifarSpace):
     def build_child(self, child_cfg):
         return MicroChild(child_cfg)
 
-    def build_controller(self, controller_cfg):
-        if isinstance(controller_cfg, RandomPolicyConfig):
-            return UniformSampler(controller_cfg)
+    def build_lstm_controller(self, controller_cfg):
         return MicroController(controller_cfg)
 
     def parse_arc(self, values, child_cfg):

@@ -161,14 +161,6 @@ class PtbController(ArcController):
             features=logits, labels=choice)
         return choice, nll, tf.stop_gradient(nll * tf.exp(-nll))
 
-    def _squash(self, logits):
-        cfg = self.config
-        if cfg.temperature is not None:
-            logits = logits / cfg.temperature
-        if cfg.tanh_constant is not None:
-            logits = cfg.tanh_constant * tf.tanh(logits)
-        return logits
-
     def _decide_all(self, forced_arc):
         cfg = self.config
         # Each weight read once.
@@ -193,7 +185,7 @@ class PtbController(ArcController):
                 scores = tf.tanh(tf.concat(keys[:-1], axis=0)
                                  + tf.matmul(h, w_2))
                 logits = tf.transpose(tf.matmul(scores, v))  # [1, node]
-                logits = self._squash(logits) - self._penalties[node]
+                logits = self._temperature_tanh(logits) - self._penalties[node]
                 prev = decide(logits, 2 * node - 1)
                 distance = tf.cast(node - prev, tf.float32)
                 inputs = (tf.gather(tf.concat(anchors[:-1], axis=0), prev)
@@ -201,7 +193,7 @@ class PtbController(ArcController):
             else:
                 inputs = g_emb
             h = step(inputs)
-            func = decide(self._squash(tf.matmul(h, w_soft)), 2 * node)
+            func = decide(self._temperature_tanh(tf.matmul(h, w_soft)), 2 * node)
             inputs = tf.gather(w_emb, func)
 
         nll = tf.concat(d.nlls, axis=0)

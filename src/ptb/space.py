@@ -20,7 +20,7 @@ from src.ptb.log_lines import controller_line, print_evaluation, train_line
 from src.ptb.ptb_child import PtbChild, PtbChildConfig
 from src.ptb.ptb_controller import PtbController, PtbControllerConfig
 from src.ptb.ptb_trainer import PtbTrainConfig, PtbTrainer
-from src.random_policy import RandomPolicyConfig, UniformSampler, uniform
+from src.random_policy import RandomPolicyConfig, uniform
 from src.reinforce import ReinforceConfig
 from src.search import ControllerPhase, PhaseHooks
 from src.space import RunConfig, SearchSpace
@@ -54,9 +54,7 @@ class PtbSpace(SearchSpace):
     def build_child(self, child_cfg):
         return PtbChild(child_cfg)
 
-    def build_controller(self, controller_cfg):
-        if isinstance(controller_cfg, RandomPolicyConfig):
-            return UniformSampler(controller_cfg)
+    def build_lstm_controller(self, controller_cfg):
         return PtbController(controller_cfg)
 
     def random_policy(self, controller_cfg):
