@@ -44,6 +44,8 @@ SPACES = {
     "micro": SpaceInfo("cifar10", "micro", "src.micro.arcs",
                        "src.micro.space"),
     "ptb": SpaceInfo("ptb", "enas", "src.ptb.arcs", "src.ptb.space"),
+    "enas_lm": SpaceInfo("enas_lm_search", "enas_lm", "src.enas_lm.arcs",
+                         "src.enas_lm.space"),
 }
 
 ENTRY_POINTS = {

@@ -437,26 +437,27 @@ def test_spaces_and_search_for_values_come_from_the_registry():
     assert list(arc_tool.arc_classes()) == registry.names()
     assert arc_tool.search_for_spaces() == {
         "macro": "macro", "micro": "micro", "enas": "ptb", "rhn": "ptb",
-        "base": "ptb"}
+        "base": "ptb", "enas_lm": "enas_lm"}
     # The reference's other PTB names are still accepted.
     for value in ("enas", "rhn", "base"):
         assert show(search_for=value, arc="0 0 1")[0] == (
             "ptb cell: 2 nodes (3 integers)")
     assert "--search_for='dense' is unknown: give --search_space=macro|" \
-        "micro|ptb" in user_error(search_for="dense", arc="0")
+        "micro|ptb|enas_lm" in user_error(search_for="dense", arc="0")
     # A size flag only one space has names it.
     assert show(arc="0 0 1", child_rhn_depth=2)[0].startswith("ptb cell")
     assert "which search space" in user_error(arc="0", child_num_cells=1)
     assert [s.name for s in arc_tool.size_flags()] == [
         "child_num_layers", "child_num_branches",
         "controller_search_whole_channels", "child_num_cells",
-        "child_rhn_depth"]
+        "child_rhn_depth", "controller_num_layers",
+        "child_average_loose_ends"]
     with pytest.raises(TypeError, match="no size flag child_num_cels"):
         arc_tool.Options(child_num_cels=1)
 
 
 EXAMPLE_ARCS = {"macro": "0 3 0", "micro": "0 0 0 0 1 1 1 1",
-                "ptb": "0 0 1"}
+                "ptb": "0 0 1", "enas_lm": "0 0 1 3"}
 
 
 def test_record_keys_are_those_of_each_spaces_arcs_jsonl_records():

@@ -1,0 +1,1 @@
+"""The authors' corrected PTB language model (google-research `enas_lm`)."""
