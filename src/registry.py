@@ -44,7 +44,7 @@ SPACES = {
     "micro": SpaceInfo("cifar10", "micro", "src.micro.arcs",
                        "src.micro.space"),
     "ptb": SpaceInfo("ptb", "enas", "src.ptb.arcs", "src.ptb.space"),
-    "enas_lm": SpaceInfo("enas_lm_search", "enas_lm", "src.enas_lm.arcs",
+    "enas_lm": SpaceInfo("enas_lm_fixed", "enas_lm", "src.enas_lm.arcs",
                          "src.enas_lm.space"),
 }
 
@@ -52,6 +52,8 @@ ENTRY_POINTS = {
     "cifar10": EntryInfo("src.cifar10.main", "src.cifar10.flags",
                          ("macro", "micro")),
     "ptb": EntryInfo("src.ptb.main", "src.ptb.flags", ("ptb",)),
+    "enas_lm_fixed": EntryInfo("src.enas_lm.fixed", "src.enas_lm.fixed_flags",
+                               ("enas_lm",)),
 }
 
 
