@@ -6,7 +6,9 @@ position `start`, a window's length is
   base = bptt with probability 0.95, else bptt / 2;
   L = int(truncated normal(base, 5))   (redrawn beyond 2 standard
                                          deviations, truncated toward 0);
-  L = min(L, bptt + 20, batch_len - start - 1);
+  L = min(L, bptt + 20, batch_len - start - 1), and at least 1 (the
+      port's: below bptt 22 enas_lm can draw L <= 0, an empty window with
+      a NaN loss);
 x = rows[:, start:start + L], y = rows[:, start + 1:start + L + 1];
 start += L; the epoch ends (`should_reset`) when start + L >= batch_len - 3
 (the stream then starts again at 0).
@@ -52,8 +54,8 @@ class RandomLengthStream:
         moves the position (back to 0 after the epoch's last window)."""
         rng = np.random.default_rng([self.seed, step])
         start = self.position
-        length = min(window_length(rng, self.bptt_steps),
-                     self.bptt_steps + 20, self.batch_len - start - 1)
+        length = max(min(window_length(rng, self.bptt_steps),
+                         self.bptt_steps + 20, self.batch_len - start - 1), 1)
         end = start + length
         x = self.rows[:, start:end]
         y = self.rows[:, start + 1:end + 1]

@@ -124,6 +124,14 @@ def fixed_config_from_flags(f):
         deterministic=f.deterministic, nan_policy=f.nan_policy)
 
 
+def averaging_starts(history, valid_ppl, threshold, started):
+    """enas_lm's trigger: not `started`, more than `threshold` earlier
+    perplexities in `history`, and `valid_ppl` worse than the best of all
+    of them but the last `threshold`."""
+    return (not started and len(history) > threshold
+            and valid_ppl > min(history[:len(history) - threshold]))
+
+
 class EnasLmFixedSession:
     """A fixed-model run (what enas_lm's `fixed.train` holds): the data read
     and checked, the steps per epoch and in all, then (`build`) the child,
@@ -257,11 +265,10 @@ class EnasLmFixedSession:
         it has not started, more than `threshold` perplexities are known
         and this one is worse than the best of all but the last `threshold`
         of them. Records `valid_ppl`; returns whether averaging starts."""
-        threshold = self.cfg.best_valid_ppl_threshold
         best = list(self.best_valid_ppl.numpy())
-        start = (not int(self.trainer.moving_avg_started.numpy())
-                 and len(best) > threshold
-                 and valid_ppl > min(best[:len(best) - threshold]))
+        start = averaging_starts(
+            best, valid_ppl, self.cfg.best_valid_ppl_threshold,
+            bool(self.trainer.moving_avg_started.numpy()))
         if start:
             print("Starting moving_avg")
             self.trainer.start_average()
