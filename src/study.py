@@ -135,6 +135,22 @@ def _entry_flags(entry, args, what):
     return fv
 
 
+def legal_arc(arc_class, sizes, longest=20000):
+    """The shortest all-zero arc `arc_class` accepts with `sizes` (zeros
+    are legal in every space: op 0, input 0, no skips): a probe of the
+    arcs' structure for checking that the final flagfile's sizes take the
+    search's arcs, with the arc classes' own parsers."""
+    for n in range(1, longest + 1):
+        text = " ".join(["0"] * n)
+        try:
+            arc_class.from_text(text, sizes)
+            return text
+        except UserError:
+            continue
+    raise UserError("no arc of up to {} integers fits the search's sizes {}"
+                    .format(longest, sizes))
+
+
 def _split(text, name):
     try:
         return shlex.split(text or "")
@@ -246,12 +262,7 @@ def settings_from_flags(f, argv=()):
         raise UserError("the study has no scores for the {} entry point "
                         "yet".format(entry))
 
-    search = {}
-    for policy in policies:
-        search[policy] = _entry_flags(
-            entry, search_args + ["--search_policy=" + policy],
-            "{} with --search_policy={}".format(what_search, policy))
-    fv = search[policies[0]]
+    fv = _entry_flags(entry, search_args, what_search)
     if fv.child_fixed_arc is not None:
         raise UserError("{} trains a fixed arc (--child_fixed_arc): the "
                         "study needs a search".format(what_search))
@@ -259,6 +270,10 @@ def settings_from_flags(f, argv=()):
         raise UserError("{} has --nocontroller_training: the enas policy "
                         "would never train its controller".format(
                             what_search))
+    for policy in policies:
+        _entry_flags(entry, search_args + ["--search_policy=" + policy],
+                     "{} with --search_policy={}".format(what_search,
+                                                         policy))
     num_valids = None
     if "num_valids" in fv:
         num_valids = fv.num_valids if fv.num_valids is not None else 5000
@@ -268,16 +283,15 @@ def settings_from_flags(f, argv=()):
                             "on them".format(what_search, num_valids))
     final_fv = _entry_flags(entry, final_args, what_final)
     arc_class = registry.arcs(space)
-    for size in arc_class.SIZE_FLAGS:
-        if size.name in fv and size.name in final_fv:
-            a, b = fv[size.name].value, final_fv[size.name].value
-            if a != b:
-                raise UserError(
-                    "{} has --{}={} but {} has {}: the searched arcs would "
-                    "not fit the final network (add --{}={} to "
-                    "--final_overrides)".format(what_final, size.name, b,
-                                                what_search, a, size.name,
-                                                a))
+    sizes = {n: {size.name: v[size.name].value
+                 for size in arc_class.SIZE_FLAGS if size.name in v}
+             for n, v in (("search", fv), ("final", final_fv))}
+    arc = legal_arc(arc_class, sizes["search"])
+    try:
+        arc_class.from_text(arc, sizes["final"], flag="a searched arc")
+    except UserError as e:
+        raise UserError("the searched arcs do not fit {}: {}".format(
+            what_final, e)) from None
     seeds = list(range(f.first_seed, f.first_seed + f.seeds))
     return Study(
         space=space, entry=entry, module=registry.entry(entry).module,
@@ -810,7 +824,6 @@ def main(f, argv, raw_argv=()):
         print("Wrote {} job lines to {}".format(len(jobs),
                                                 write_jobs(plan, jobs)))
         return 0
-    os.makedirs(study.output_dir, exist_ok=True)
     if f.job is not None:
         job = job_by_name(study, f.job)
         if job.after is not None and not plan.done_marker(job.after):
@@ -818,6 +831,7 @@ def main(f, argv, raw_argv=()):
                             .format(job.name, job.after.name))
         problems = run_jobs(plan, [job], 1)
         return 1 if problems else 0
+    os.makedirs(study.output_dir, exist_ok=True)
     print("Study of {} ({}): {} jobs, {} at a time, in {}".format(
         study.space, ", ".join(study.policies), len(jobs), study.parallel,
         study.output_dir))
