@@ -69,7 +69,7 @@ DONE = "done.json"
 LOG = "job.log"
 RUNNING = "running.pid"
 # The study's own flags, left out of the job lines of jobs.txt.
-NOT_IN_JOB_LINES = ("print_jobs", "parallel", "job")
+NOT_IN_JOB_LINES = ("print_jobs", "parallel", "job", "gpus")
 
 
 def define_flags(fv):
@@ -99,6 +99,11 @@ def define_flags(fv):
     flags.DEFINE_integer("retrain_epochs", 1, "Epochs of each retraining "
                          "(its --num_epochs).", **d)
     flags.DEFINE_integer("parallel", 1, "Jobs run at once.", **d)
+    flags.DEFINE_list("gpus", [], "GPU ids for the jobs, comma-separated: "
+                      "each running job sees one of them alone "
+                      "(CUDA_VISIBLE_DEVICES); --parallel defaults to their "
+                      "number. Empty: every job sees what the machine has.",
+                      **d)
     flags.DEFINE_string("output_dir", None, "The study's folder.", **d)
     flags.DEFINE_boolean("print_jobs", False, "Write every job's command "
                          "line to <output_dir>/jobs.txt and run nothing.",
@@ -176,6 +181,7 @@ class Study:
     retrain_epochs: int
     parallel: int
     output_dir: str
+    gpus: list = dataclasses.field(default_factory=list)
     num_valids: int = None          # CIFAR-10: the search's held-out images
     train_on_valid: bool = False    # PTB: valid and test are one text
     argv: list = dataclasses.field(default_factory=list)
@@ -293,13 +299,23 @@ def settings_from_flags(f, argv=()):
         raise UserError("the searched arcs do not fit {}: {}".format(
             what_final, e)) from None
     seeds = list(range(f.first_seed, f.first_seed + f.seeds))
+    gpus = [g.strip() for g in f.gpus if g.strip()]
+    parallel = f.parallel
+    if gpus:
+        if not f["parallel"].present:
+            parallel = len(gpus)
+        elif parallel > len(gpus):
+            raise UserError("--parallel={} is more than the {} --gpus: "
+                            "each running job takes one".format(
+                                parallel, len(gpus)))
     return Study(
         space=space, entry=entry, module=registry.entry(entry).module,
         search_flagfile=f.search_flagfile, search_overrides=search_overrides,
         final_flagfile=f.final_flagfile, final_overrides=final_overrides,
         policies=policies, seeds=seeds, candidates=f.candidates,
         top_k=f.top_k, spread=f.spread, retrain_epochs=f.retrain_epochs,
-        parallel=f.parallel, output_dir=f.output_dir, num_valids=num_valids,
+        parallel=parallel, output_dir=f.output_dir, gpus=gpus,
+        num_valids=num_valids,
         train_on_valid=bool(getattr(fv, "train_on_valid", False)),
         argv=list(argv))
 
@@ -488,9 +504,9 @@ class Plan:
 
     # -- running
 
-    def start(self, job):
-        """Starts `job` (its folder made, a header in its log); returns
-        the Popen."""
+    def start(self, job, gpu=None):
+        """Starts `job` (its folder made, a header in its log), seeing
+        only GPU `gpu` when given; returns the Popen."""
         folder = self.folder(job)
         command = self.command(job)
         os.makedirs(folder, exist_ok=True)
@@ -500,10 +516,14 @@ class Plan:
             raise UserError("job {} is already running (pid {}, {})".format(
                 job.name, other, pid_path))
         log = open(os.path.join(folder, LOG), "a")
-        log.write("== {} {}\n".format(_now(), shlex.join(command)))
+        log.write("== {} {}{}\n".format(
+            _now(), "" if gpu is None else "CUDA_VISIBLE_DEVICES={} "
+            .format(gpu), shlex.join(command)))
         log.flush()
         env = dict(os.environ)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=self.cwd, env=env,
                                 start_new_session=True)
@@ -615,13 +635,15 @@ def _raise_stopped(signum, frame):
     raise Stopped(signum)
 
 
-def run_jobs(plan, jobs, parallel, log=print):
+def run_jobs(plan, jobs, parallel, log=print, gpus=()):
     """Runs `jobs` (in order, each when the job it follows is done),
-    `parallel` at a time; skips those already done. Returns {job name:
-    why it failed or was not run} (empty when every job finished)."""
+    `parallel` at a time, each on a GPU of `gpus` of its own when given;
+    skips those already done. Returns {job name: why it failed or was not
+    run} (empty when every job finished)."""
     state = {}
     running = {}
     problems = {}
+    free_gpus = list(gpus)
 
     def ready(job):
         if job.after is None:
@@ -654,16 +676,22 @@ def run_jobs(plan, jobs, parallel, log=print):
                     state[job.name] = "done"
                     log("{}: done before, skipped".format(job.name))
                     continue
+                gpu = free_gpus.pop(0) if free_gpus else None
                 try:
-                    proc = plan.start(job)
+                    proc = plan.start(job, gpu)
                 except UserError as e:
+                    if gpu is not None:
+                        free_gpus.append(gpu)
                     state[job.name] = "failed"
                     problems[job.name] = str(e)
                     log("{}: FAILED: {}".format(job.name, e))
                     continue
+                proc.study_gpu = gpu
                 running[job.name] = (job, proc)
                 state[job.name] = "running"
-                log("{}: started ({})".format(job.name, plan.folder(job)))
+                log("{}: started ({}{})".format(
+                    job.name, plan.folder(job),
+                    "" if gpu is None else ", GPU {}".format(gpu)))
             if not running:
                 break
             time.sleep(0.2)
@@ -671,6 +699,8 @@ def run_jobs(plan, jobs, parallel, log=print):
                 if proc.poll() is None:
                     continue
                 del running[name]
+                if proc.study_gpu is not None:
+                    free_gpus.append(proc.study_gpu)
                 why = plan.finish(job, proc)
                 if why is None:
                     state[name] = "done"
@@ -829,14 +859,14 @@ def main(f, argv, raw_argv=()):
         if job.after is not None and not plan.done_marker(job.after):
             raise UserError("job {} needs {} first: it has not finished"
                             .format(job.name, job.after.name))
-        problems = run_jobs(plan, [job], 1)
+        problems = run_jobs(plan, [job], 1, gpus=study.gpus[:1])
         return 1 if problems else 0
     os.makedirs(study.output_dir, exist_ok=True)
     print("Study of {} ({}): {} jobs, {} at a time, in {}".format(
         study.space, ", ".join(study.policies), len(jobs), study.parallel,
         study.output_dir))
     try:
-        problems = run_jobs(plan, jobs, study.parallel)
+        problems = run_jobs(plan, jobs, study.parallel, gpus=study.gpus)
     except (KeyboardInterrupt, Stopped):
         print("stopped: run the same command again to resume")
         return 130

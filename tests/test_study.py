@@ -111,6 +111,7 @@ GOOD = ["--flagfile=flags/study_ptb_cpu.flags"]
     (["--no_such_study_flag"], "Unknown command line flag"),
     (["--job=enas/seed_9/search"], "is not a job of this study"),
     (["--job=enas/seed_1/score"], "needs enas/seed_1/search first"),
+    (["--gpus=0,1", "--parallel=3"], "--parallel=3 is more than the 2"),
 ])
 def test_a_bad_study_flag_is_one_error_line_and_nothing_is_written(
         tmp_path, capsys, extra, message):
@@ -336,3 +337,120 @@ def test_print_jobs_writes_every_job_as_one_command_line(tiny_study):
         assert "--parallel=2" not in argv and "--print_jobs" not in argv
     # The retrainings' entry-point commands are known once scored.
     assert text.count("#   runs: python -m src.ptb.main") == 6
+
+
+# -- the scheduler ---------------------------------------------------------------
+
+
+class StubPlan:
+    """A Plan whose jobs are short Python processes: `fail` names the jobs
+    that exit with status 3; each prints the GPU it sees."""
+
+    def __init__(self, root, fail=()):
+        self.root = root
+        self.fail = set(fail)
+        self.done = {}
+        self.seen = []
+        self.busy = []      # GPUs of the jobs running now
+        self.shared = False  # two running jobs saw one GPU
+
+    def folder(self, job):
+        return os.path.join(self.root, job.name)
+
+    def done_marker(self, job):
+        return self.done.get(job.name)
+
+    def start(self, job, gpu=None):
+        env = dict(os.environ)
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        code = ("import os, sys, time; time.sleep(0.3); "
+                "print(os.environ.get('CUDA_VISIBLE_DEVICES')); "
+                "sys.exit({})".format(3 if job.name in self.fail else 0))
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env,
+                                stdout=subprocess.PIPE, text=True)
+        proc.study_started = time.time()
+        self.seen.append((job.name, gpu))
+        if gpu is not None:
+            self.shared |= gpu in self.busy
+            self.busy.append(gpu)
+        return proc
+
+    def finish(self, job, proc):
+        out = proc.stdout.read().strip()
+        proc.stdout.close()
+        if out in self.busy:
+            self.busy.remove(out)
+        if proc.returncode:
+            return "exit status {}".format(proc.returncode)
+        self.done[job.name] = {"gpu": out}
+        return None
+
+
+def stub_jobs(seeds=(1, 2)):
+    settings = study.Study(
+        space="ptb", entry="ptb", module="src.ptb.main", search_flagfile="",
+        search_overrides=[], final_flagfile="", final_overrides=[],
+        policies=["enas", "random"], seeds=list(seeds), candidates=2,
+        top_k=1, spread=0, retrain_epochs=1, parallel=1, output_dir="")
+    return study.all_jobs(settings)
+
+
+def test_a_failed_job_stops_only_the_jobs_that_need_it(tmp_path):
+    plan = StubPlan(str(tmp_path), fail={"enas/seed_1/score"})
+    lines = []
+    problems = study.run_jobs(plan, stub_jobs(), 2, log=lines.append)
+    assert problems == {
+        "enas/seed_1/score": "exit status 3",
+        "enas/seed_1/retrain_0": "not run: it needs enas/seed_1/score"}
+    assert len(plan.done) == len(stub_jobs()) - 2
+    assert "enas/seed_1/score: FAILED: exit status 3" in lines
+    # Run again: the finished jobs are skipped, the failed one is redone.
+    plan.fail = set()
+    plan.seen = []
+    assert study.run_jobs(plan, stub_jobs(), 2, log=lines.append) == {}
+    assert [name for name, _ in plan.seen] == ["enas/seed_1/score",
+                                               "enas/seed_1/retrain_0"]
+
+
+def test_each_running_job_sees_a_gpu_of_its_own(tmp_path):
+    plan = StubPlan(str(tmp_path))
+    jobs = stub_jobs(seeds=(1, 2, 3))
+    assert study.run_jobs(plan, jobs, 2, log=lambda *_: None,
+                          gpus=["4", "7"]) == {}
+    assert {gpu for _, gpu in plan.seen} == {"4", "7"}
+    assert not plan.shared
+    assert all(d["gpu"] in ("4", "7") for d in plan.done.values())
+    assert len(plan.done) == len(jobs)
+
+
+# -- scoring: one trace for every arc ---------------------------------------------
+
+
+def test_cifar_scoring_reuses_one_trace_for_every_arc(fake_cifar):
+    import types
+
+    from src import entry_point, registry
+    from src.cifar10 import data as cifar_data
+    from src.study_score import CifarScorer
+
+    space = registry.space("macro")
+    fv, _ = entry_point.parse_flags("cifar10", [
+        "test", "--search_for=macro", "--data_path=" + fake_cifar,
+        "--output_dir=unused", "--num_valids=30", "--child_num_layers=3",
+        "--child_out_filters=4", "--child_num_branches=6",
+        "--controller_search_whole_channels"])
+    cfg = space.config_from_flags(fv)
+    data = cifar_data.read_data(fake_cifar, num_valids=30, download=False,
+                                log=lambda *_: None)
+    child = space.build_child(cfg.child)
+    space.build_variables(child)
+    run = types.SimpleNamespace(child=child, cfg=cfg,
+                                session=types.SimpleNamespace(data=data))
+    scorer = CifarScorer(run)
+    arcs = [[0, 1, 0, 2, 1, 1], [5, 4, 1, 3, 0, 1], [2, 2, 0, 1, 0, 0]]
+    scores = [scorer(arc) for arc in arcs]
+    # Three arcs (each a tensor input), one trace.
+    assert scorer.traces() == 1
+    assert all(s * 30 == round(s * 30) and 0 <= s <= 1 for s in scores)
+    assert scorer.size == 30
