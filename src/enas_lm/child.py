@@ -41,7 +41,8 @@ from src.controller import WeightScope, seed_stream
 from src.enas_lm.arcs import ENAS_LM_FUNCS, EnasLmArc
 from src.errors import UserError
 
-__all__ = ["EnasLmChildConfig", "EnasLmFixedChild", "drop_mask",
+__all__ = ["EnasLmChildConfig", "EnasLmFixedChild", "EnasLmSearchChild",
+           "drop_mask", "search_step",
            "apply_function", "cell_step"]
 
 
@@ -62,6 +63,10 @@ class EnasLmChildConfig:
     drop_w: float = 0.0
     drop_x: float = 0.725
     seed: int = None
+    # The search child (fixed_arc None): nodes after node 0 and where its
+    # output comes from (a fixed arc carries its own).
+    search_layers: int = 9
+    average_loose_ends: bool = False
 
     def validate(self):
         for name, value in (("--child_vocab_size", self.vocab_size),
@@ -77,6 +82,9 @@ class EnasLmChildConfig:
             if not 0.0 <= value < 1.0:
                 raise UserError("--child_{}={} is not a drop rate in [0, 1)"
                                 .format(name, value))
+        if self.fixed_arc is None and self.search_layers < 1:
+            raise UserError("--controller_num_layers must be at least 1, got "
+                            "{}".format(self.search_layers))
         if self.init_range <= 0:
             raise UserError("--child_init_range must be positive, got {}"
                             .format(self.init_range))
@@ -87,7 +95,13 @@ class EnasLmChildConfig:
 
     @property
     def num_layers(self):
+        if self.fixed_arc is None:
+            return self.search_layers
         return self.fixed_arc.num_layers
+
+    @property
+    def arc_length(self):
+        return 2 * self.num_layers
 
 
 # ------------------------------------------------------------- pieces
@@ -143,10 +157,88 @@ def cell_step(x_part, s, w_state, w_nodes, arc, layer_mask):
 
 # ------------------------------------------------------------- the child
 
-class EnasLmFixedChild(keras.layers.Layer):
+class _TiedLanguageModel(keras.layers.Layer):
+    """What both children share: the tied softmax's per-token NLL."""
+
+    def token_nll(self, x, y, state, arc=None, training=False):
+        """(per-token NLL [N, T], outputs [N, T, H] before the output
+        dropout, next state [N, H]) of the window x -> y from `state`
+        (`arc`: the search child's int32 [2 K] arc; the fixed child ignores
+        it)."""
+        nll, outputs, next_state, _ = self.token_nll_and_weights(
+            x, y, state, arc=arc, training=training)
+        return nll, outputs, next_state
+
+    def token_nll_and_weights(self, x, y, state, arc=None, training=False):
+        """`token_nll`'s values and the cell weights the pass used (w_prev
+        and each node's [H, 2H] weight, after the weight dropout)."""
+        outputs, next_state, weights = self.forward(x, state, arc=arc,
+                                                    training=training)
+        top = outputs
+        if training:
+            top = _times(outputs, drop_mask(
+                [tf.shape(x)[0], 1, self.cfg.hidden_size], self.cfg.drop_o,
+                self.dropout_seed))
+        logits = tf.einsum("nth,vh->ntv", top, self.w_emb)
+        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y,
+                                                             logits=logits)
+        return nll, outputs, next_state, weights
+
+    def call(self, tokens, state, arc=None, training=False):
+        outputs, next_state, _ = self.forward(tokens, state, arc=arc,
+                                              training=training)
+        return outputs, next_state
+
+    def _inputs(self, tokens, training):
+        """(embedded tokens [N, T, H] after the embedding and input
+        dropouts, m_x, m_l or None, the drop_w masks or None): the
+        training masks of one pass."""
+        cfg = self.cfg
+        h = cfg.hidden_size
+        n = tf.shape(tokens)[0]
+        seed = self.dropout_seed
+        w_emb = self.w_emb
+        input_mask = layer_mask = w_masks = None
+        if training:
+            row_mask = drop_mask([cfg.vocab_size, 1], cfg.drop_e, seed)
+            if row_mask is not None:
+                w_emb = w_emb * row_mask
+            if cfg.drop_w > 0:
+                w_masks = [drop_mask([h, 2 * h], cfg.drop_w, seed)
+                           for _ in range(cfg.num_layers + 1)]
+        emb = tf.nn.embedding_lookup(w_emb, tokens)
+        if training:
+            emb = _times(emb, drop_mask([n, 1, h], cfg.drop_i, seed))
+            input_mask = drop_mask([n, h], cfg.drop_x, seed)
+            layer_mask = drop_mask([n, h], cfg.drop_l, seed)
+        return emb, input_mask, layer_mask, w_masks
+
+    def _run(self, emb, state, input_mask, w_prev, step_fn):
+        """The loop over the steps: outputs [N, T, H], last state."""
+        h = self.cfg.hidden_size
+        x_parts = tf.einsum("nth,hk->tnk", _times(
+            emb, None if input_mask is None else input_mask[:, None]),
+            w_prev[:h])
+        steps = tf.shape(emb)[1]
+
+        def body(t, s, outputs):
+            s = step_fn(x_parts[t], s)
+            return t + 1, s, outputs.write(t, s)
+
+        outputs = tf.TensorArray(tf.float32, size=steps,
+                                 element_shape=[None, h])
+        _, next_state, outputs = tf.while_loop(
+            lambda t, *_: t < steps, body,
+            (tf.constant(0), tf.convert_to_tensor(state, tf.float32),
+             outputs))
+        return tf.transpose(outputs.stack(), [1, 0, 2]), next_state
+
+
+class EnasLmFixedChild(_TiedLanguageModel):
     """enas_lm's fixed model: `child(tokens, state, training=False)` ->
     (outputs [N, T, H] before the output dropout, next_state [N, H]);
-    `token_nll(x, y, state, training)` -> (nll [N, T], outputs, next_state).
+    `token_nll(x, y, state, training=...)` -> (nll [N, T], outputs,
+    next_state).
     """
 
     def __init__(self, cfg, name="language_model", **kwargs):
@@ -218,57 +310,149 @@ class EnasLmFixedChild(keras.layers.Layer):
 
     # -- the forward pass
 
-    def call(self, tokens, state, training=False):
-        cfg = self.cfg
-        h = cfg.hidden_size
-        n = tf.shape(tokens)[0]
-        seed = self.dropout_seed
-        w_emb, w_prev, w_nodes = self.w_emb, self.w_prev, self.w_nodes
-        input_mask = layer_mask = None
-        if training:
-            row_mask = drop_mask([cfg.vocab_size, 1], cfg.drop_e, seed)
-            if row_mask is not None:
-                w_emb = w_emb * row_mask
-            w_mask = [drop_mask([h, 2 * h], cfg.drop_w, seed)
-                      for _ in range(cfg.num_layers + 1)]
-            if w_mask[0] is not None:
-                w_prev = tf.concat([w_prev[:h], w_prev[h:] * w_mask[0]], 0)
-                w_nodes = [w * m for w, m in zip(w_nodes, w_mask[1:])]
-        emb = tf.nn.embedding_lookup(w_emb, tokens)
-        if training:
-            emb = _times(emb, drop_mask([n, 1, h], cfg.drop_i, seed))
-            input_mask = drop_mask([n, h], cfg.drop_x, seed)
-            layer_mask = drop_mask([n, h], cfg.drop_l, seed)
-        # The input's share of node 0 for every step at once.
-        x_parts = tf.einsum("nth,hk->tnk", _times(
-            emb, None if input_mask is None else input_mask[:, None]),
-            w_prev[:h])
+    def forward(self, tokens, state, arc=None, training=False):
+        """(outputs [N, T, H], next state, the cell weights used)."""
+        del arc  # the cell is cfg.fixed_arc
+        h = self.cfg.hidden_size
+        emb, input_mask, layer_mask, w_masks = self._inputs(tokens, training)
+        w_prev, w_nodes = self.w_prev, self.w_nodes
+        if w_masks is not None:
+            w_prev = tf.concat([w_prev[:h], w_prev[h:] * w_masks[0]], 0)
+            w_nodes = [w * m for w, m in zip(w_nodes, w_masks[1:])]
         w_state = w_prev[h:]
-        steps = tf.shape(tokens)[1]
-        arc = cfg.fixed_arc
+        arc = self.cfg.fixed_arc
 
-        def body(t, s, outputs):
-            s = cell_step(x_parts[t], s, w_state, w_nodes, arc, layer_mask)
-            return t + 1, s, outputs.write(t, s)
+        def step(x_part, s):
+            return cell_step(x_part, s, w_state, w_nodes, arc, layer_mask)
 
-        outputs = tf.TensorArray(tf.float32, size=steps,
-                                 element_shape=[None, h])
-        _, next_state, outputs = tf.while_loop(
-            lambda t, *_: t < steps, body,
-            (tf.constant(0), tf.convert_to_tensor(state, tf.float32),
-             outputs))
-        return tf.transpose(outputs.stack(), [1, 0, 2]), next_state
+        outputs, next_state = self._run(emb, state, input_mask, w_prev, step)
+        return outputs, next_state, [w_prev] + list(w_nodes)
 
-    def token_nll(self, x, y, state, training=False):
-        """(per-token NLL [N, T], outputs [N, T, H] before the output
-        dropout, next state [N, H]) of the window x -> y from `state`."""
-        outputs, next_state = self(x, state, training=training)
-        top = outputs
-        if training:
-            top = _times(outputs, drop_mask(
-                [tf.shape(x)[0], 1, self.cfg.hidden_size], self.cfg.drop_o,
-                self.dropout_seed))
-        logits = tf.einsum("nth,vh->ntv", top, self.w_emb)
-        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y,
-                                                             logits=logits)
-        return nll, outputs, next_state
+
+def search_step(x_part, s, w_state, w_nodes, prevs, funcs, layer_mask,
+                out_mask):
+    """One step of the search cell, the arc a tensor: like `cell_step`,
+    node k reading `tf.gather` of the nodes so far at prevs[k - 1] and its
+    function a `tf.switch_case` on funcs[k - 1]; the output the mean of the
+    nodes k >= 1 weighted by out_mask [K] (1 for averaged nodes)."""
+    nodes = [highway(s, x_part + tf.matmul(_times(s, layer_mask), w_state),
+                     0)]
+    for k in range(1, len(w_nodes) + 1):
+        inp = tf.gather(tf.stack(nodes), prevs[k - 1])
+        ht = tf.matmul(_times(inp, layer_mask), w_nodes[k - 1])
+        nodes.append(highway(inp, ht, funcs[k - 1]))
+    stacked = tf.stack(nodes[1:])                       # [K, N, H]
+    return (tf.tensordot(out_mask, stacked, axes=1)
+            / tf.reduce_sum(out_mask))
+
+
+class EnasLmSearchChild(_TiedLanguageModel):
+    """enas_lm's shared-weight search child (`child.LM`): every cell of
+    `cfg.search_layers` nodes, the arc an int32 tensor [2 K] given at call
+    time (one trace serves every arc).
+
+    `child(tokens, state, arc, training=False)` -> (outputs [N, T, H],
+    next_state [N, H]); `token_nll(x, y, state, arc, training)`.
+
+    Weights (enas_lm's paths): `child/embedding/w` [V, H],
+    `child/rnn_cell/w_prev` [2H, 2H], `child/rnn_cell/layer_{k}/w`
+    [4, k, H, 2H] for node k = 1..K (node k with function f reading node p
+    uses block [f, p]), and the carried state `child/init_states/batch/s`.
+    """
+
+    def __init__(self, cfg, name="child", **kwargs):
+        super().__init__(name=name, **kwargs)
+        cfg.validate()
+        if cfg.fixed_arc is not None:
+            raise ValueError("the search child takes its arc at call time; "
+                             "cfg.fixed_arc must be None")
+        self.cfg = cfg
+        h, r, k = cfg.hidden_size, cfg.init_range, cfg.num_layers
+        seeds = seed_stream(cfg.seed, k + 2)
+
+        def init():
+            return keras.initializers.RandomUniform(
+                -r, r, seed=None if seeds is None else next(seeds))
+
+        self.embedding = WeightScope(
+            "embedding", weights=[("w", (cfg.vocab_size, h), init())])
+        self.rnn_cell = WeightScope(
+            "rnn_cell", weights=[("w_prev", (2 * h, 2 * h), init())],
+            children=[WeightScope("layer_{}".format(node), weights=[
+                ("w", (len(ENAS_LM_FUNCS), node, h, 2 * h), init())])
+                for node in range(1, k + 1)])
+        self.init_states = WeightScope("init_states", children=[
+            WeightScope("batch", weights=[("s", (cfg.batch_size, h),
+                                           keras.initializers.Zeros())])])
+        self.build()
+
+    def build(self, input_shape=None):
+        self.embedding.build()
+        self.rnn_cell.build()
+        self.init_states.build()
+        self.init_states.children[0].s.trainable = False
+        self.dropout_seed = keras.random.SeedGenerator(self.cfg.seed,
+                                                       name="dropout")
+        self.built = True
+
+    @property
+    def w_emb(self):
+        return self.embedding.w
+
+    @property
+    def w_prev(self):
+        return self.rnn_cell.w_prev
+
+    @property
+    def w_nodes(self):
+        """Node k's shared weight [4, k, H, 2H] at k - 1."""
+        return [scope.w for scope in self.rnn_cell.children]
+
+    def optimizer_variables(self):
+        """The trainable weights in enas_lm's order: embedding, w_prev,
+        layer_1 .. layer_K."""
+        return [self.w_emb, self.w_prev] + self.w_nodes
+
+    @property
+    def batch_state(self):
+        return self.init_states.children[0].s
+
+    def zero_state(self, batch_size):
+        return tf.zeros([batch_size, self.cfg.hidden_size])
+
+    def output_mask(self, prevs):
+        """[K] float32: which nodes 1..K the output averages (every one, or
+        the loose ends with `average_loose_ends`)."""
+        k = self.cfg.num_layers
+        if not self.cfg.average_loose_ends:
+            return tf.ones([k])
+        used = tf.reduce_any(tf.equal(prevs[None, :],
+                                      tf.range(1, k + 1)[:, None]), axis=1)
+        return 1.0 - tf.cast(used, tf.float32)
+
+    def forward(self, tokens, state, arc=None, training=False):
+        """(outputs [N, T, H], next state, the cell weights used: w_prev
+        and each node's selected [H, 2H] block)."""
+        if arc is None:
+            raise ValueError("the search child needs an arc")
+        h = self.cfg.hidden_size
+        arc = tf.cast(tf.convert_to_tensor(arc), tf.int32)
+        prevs, funcs = arc[0::2], arc[1::2]
+        emb, input_mask, layer_mask, w_masks = self._inputs(tokens, training)
+        w_prev = self.w_prev
+        w_nodes = [tf.gather_nd(w, tf.stack([funcs[k], prevs[k]])[None])[0]
+                   for k, w in enumerate(self.w_nodes)]
+        if w_masks is not None:
+            w_prev = tf.concat([w_prev[:h], w_prev[h:] * w_masks[0]], 0)
+            w_nodes = [w * m for w, m in zip(w_nodes, w_masks[1:])]
+        w_state = w_prev[h:]
+        prev_list = tf.unstack(prevs, num=self.cfg.num_layers)
+        func_list = tf.unstack(funcs, num=self.cfg.num_layers)
+        out_mask = self.output_mask(prevs)
+
+        def step(x_part, s):
+            return search_step(x_part, s, w_state, w_nodes, prev_list,
+                               func_list, layer_mask, out_mask)
+
+        outputs, next_state = self._run(emb, state, input_mask, w_prev, step)
+        return outputs, next_state, [w_prev] + w_nodes

@@ -48,6 +48,10 @@ class EnasLmTrainConfig:
     weight_decay: float = 8e-7
     alpha: float = 0.7
     num_warmup_steps: float = 0.0
+    # The search child's: its activation slowness weight, and its weight
+    # decay term (enas_lm's `child.py`: 1/2 sum(w^4) over w_prev and the
+    # selected blocks of nodes 2..K).
+    beta: float = 0.0
 
     def validate(self):
         if self.grad_bound <= 0:
@@ -238,3 +242,91 @@ class EnasLmFixedTrainer:
             nll, state = self.eval_window(x, y, state)
             losses.append(float(tf.reduce_mean(nll)))
         return losses, state
+
+
+def quartic_l2(weights):
+    """enas_lm's search weight-decay term: sum over `weights` of
+    tf.nn.l2_loss(w ** 2), i.e. 1/2 sum(w^4)."""
+    return tf.add_n([0.5 * tf.reduce_sum(tf.square(tf.square(w)))
+                     for w in weights])
+
+
+class EnasLmSearchTrainer(EnasLmFixedTrainer):
+    """SGD training of an EnasLmSearchChild on the arc of each step, and
+    its evaluation (enas_lm's `child.LM`).
+
+    train_step(x, y, arc) -> {"loss", "reg_loss", "l2_reg_loss" (the
+      decay term before its weight, the `|w|` of the log line),
+      "grad_norm", "lr"}; the objective is loss + weight_decay *
+      quartic_l2(w_prev, the selected blocks of nodes 2..K) + alpha *
+      mean(outputs^2) + beta * mean((outputs[:, 1:] - outputs[:, :-1])^2).
+    eval_window(x, y, state, arc), reward_nll(x, y, arc): the mean NLL of a
+      window from a zero state (the controller's reward).
+    """
+
+    def __init__(self, child, cfg):
+        cfg.validate()
+        self.child = child
+        self.cfg = cfg
+        self.variables = child.optimizer_variables()
+        self._lr = _WindowLr()
+        self.optimizer = keras.optimizers.SGD(self._lr)
+        self.optimizer.build(self.variables)
+        batch, ccfg = child.cfg.batch_size, child.cfg
+        window = tf.TensorSpec([batch, None], tf.int32)
+        arc = tf.TensorSpec([ccfg.arc_length], tf.int32)
+        self.train_step = tf.function(self._train_step,
+                                      input_signature=[window, window, arc])
+        tokens = tf.TensorSpec([None, None], tf.int32)
+        state = tf.TensorSpec([None, ccfg.hidden_size], tf.float32)
+        self.eval_window = tf.function(
+            self._eval_window, input_signature=[tokens, tokens, state, arc])
+        self.reward_nll = tf.function(
+            self._reward_nll, input_signature=[tokens, tokens, arc])
+
+    def checkpoint_objects(self):
+        return {"optimizer": self.optimizer}
+
+    def objective(self, x, y, state, arc):
+        cfg = self.cfg
+        nll, outputs, next_state, weights = \
+            self.child.token_nll_and_weights(x, y, state, arc=arc,
+                                             training=True)
+        loss = tf.reduce_mean(nll)
+        l2 = quartic_l2([weights[0]] + weights[2:])
+        objective = loss + cfg.weight_decay * l2
+        if cfg.alpha:
+            objective += cfg.alpha * tf.reduce_mean(outputs ** 2)
+        if cfg.beta:
+            objective += cfg.beta * tf.reduce_mean(
+                (outputs[:, 1:, :] - outputs[:, :-1, :]) ** 2)
+        return loss, objective, l2, next_state
+
+    def _train_step(self, x, y, arc):
+        cfg, child = self.cfg, self.child
+        state = tf.convert_to_tensor(child.batch_state)
+        with tf.GradientTape() as tape:
+            loss, objective, l2, next_state = self.objective(x, y, state, arc)
+        grads = tape.gradient(objective, self.variables)
+        lr = base_learning_rate(self.optimizer.iterations, cfg.learning_rate,
+                                cfg.num_warmup_steps) * (
+            tf.cast(tf.shape(y)[1], tf.float32)
+            / tf.cast(cfg.bptt_steps, tf.float32))
+        self._lr.value.assign(lr)
+        update = apply_update(
+            grads, self.variables, self.optimizer,
+            schedules.LrConfig(lr_init=cfg.learning_rate, lr_dec_rate=1.0),
+            "global", cfg.grad_bound, check=[objective])
+        child.batch_state.assign(tf.where(tf.math.is_finite(loss),
+                                          next_state, child.batch_state))
+        return {"loss": loss, "reg_loss": objective, "l2_reg_loss": l2,
+                "grad_norm": update.grad_norm, "lr": lr}
+
+    def _eval_window(self, x, y, state, arc):
+        nll, _, next_state = self.child.token_nll(x, y, state, arc=arc)
+        return nll, next_state
+
+    def _reward_nll(self, x, y, arc):
+        nll, _, _ = self.child.token_nll(
+            x, y, self.child.zero_state(tf.shape(x)[0]), arc=arc)
+        return tf.reduce_mean(nll)
