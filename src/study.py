@@ -156,6 +156,13 @@ def legal_arc(arc_class, sizes, longest=20000):
                     .format(longest, sizes))
 
 
+def _flagfile_args(path, name):
+    try:
+        return flagfile.file_args(path)
+    except UserError as e:
+        raise UserError("--{}: {}".format(name, e)) from None
+
+
 def _split(text, name):
     try:
         return shlex.split(text or "")
@@ -243,9 +250,10 @@ def settings_from_flags(f, argv=()):
     final_overrides = _split(f.final_overrides, "final_overrides")
     what_search = "--search_flagfile={}".format(f.search_flagfile)
     what_final = "--final_flagfile={}".format(f.final_flagfile)
-    search_args = (flagfile.file_args(f.search_flagfile)
-                   + search_overrides)
-    final_args = flagfile.file_args(f.final_flagfile) + final_overrides
+    search_args = _flagfile_args(f.search_flagfile, "search_flagfile") \
+        + search_overrides
+    final_args = _flagfile_args(f.final_flagfile, "final_flagfile") \
+        + final_overrides
 
     names = _space_of_flagfile(search_args, what_search)
     if f.space is not None:
@@ -495,9 +503,7 @@ class Plan:
 
     def job_line(self, job):
         """The command line of jobs.txt that runs `job` by name."""
-        args = [a for a in self.study.argv
-                if not any(a.startswith("--" + n) or a.startswith("--no" + n)
-                           for n in NOT_IN_JOB_LINES)]
+        args = job_line_args(self.study.argv)
         return "cd {} && {}".format(shlex.quote(self.cwd), shlex.join(
             [self.python, "-m", "src.study"] + args
             + ["--job=" + job.name]))
@@ -586,6 +592,29 @@ class Plan:
                 " or ".join(missing)))
         return {"arc": self.arc(job), "valid": found["valid"],
                 "test": found["test"]}
+
+
+def job_line_args(argv):
+    """The study's arguments without the flags that say how to run its
+    jobs here (NOT_IN_JOB_LINES), in either form (`--parallel=2`,
+    `--parallel 2`, `--noprint_jobs`)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.lstrip("-").split("=", 1)[0]
+        if not arg.startswith("-") or arg == "--":
+            out.append(arg)
+            continue
+        base = name[2:] if name.startswith("no") else name
+        if name in NOT_IN_JOB_LINES or base in NOT_IN_JOB_LINES:
+            # `--parallel 2`: the value is the next argument.
+            skip = "=" not in arg and name in NOT_IN_JOB_LINES \
+                and name != "print_jobs"
+            continue
+        out.append(arg)
+    return out
 
 
 def _now():

@@ -207,6 +207,25 @@ def score_run(space_name, run_dir, candidates, draw_seed=None,
     if entry not in SCORERS:
         raise UserError("the study cannot score {} runs yet: no scorer for "
                         "the {} entry point".format(space_name, entry))
+    from src import precision
+    with precision.mixed_precision_scope(_run_mixed_precision(run_dir)):
+        return _score(space_name, entry, run_dir, candidates, draw_seed,
+                      max_draws_per_candidate, log, start)
+
+
+def _run_mixed_precision(run_dir):
+    """Whether the run trained under --mixed_precision (its flags.txt):
+    its models are rebuilt under the same policy."""
+    try:
+        value = flagfile.read(os.path.join(run_dir, "flags.txt")).get(
+            "mixed_precision")
+    except UserError:
+        return False
+    return value == "True"
+
+
+def _score(space_name, entry, run_dir, candidates, draw_seed,
+           max_draws_per_candidate, log, start):
     run = LoadedRun(space_name, run_dir, log)
     scorer = SCORERS[entry](run)
     seed = run.cfg.seed if draw_seed is None else draw_seed

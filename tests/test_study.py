@@ -107,7 +107,8 @@ GOOD = ["--flagfile=flags/study_ptb_cpu.flags"]
     (["--search_overrides=--nocontroller_training"],
      "would never train its controller"),
     (["--search_overrides=--no_such_flag=1"], "Unknown command line flag"),
-    (["--search_flagfile=flags/nowhere.flags"], "cannot read"),
+    (["--search_flagfile=flags/nowhere.flags"],
+     "--search_flagfile: cannot read --flagfile=flags/nowhere.flags"),
     (["--no_such_study_flag"], "Unknown command line flag"),
     (["--job=enas/seed_9/search"], "is not a job of this study"),
     (["--job=enas/seed_1/score"], "needs enas/seed_1/search first"),
@@ -124,6 +125,14 @@ def test_a_bad_study_flag_is_one_error_line_and_nothing_is_written(
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert message in lines[0]
     assert not out.exists()
+
+
+def test_job_lines_leave_out_how_the_jobs_run_here_in_either_flag_form():
+    assert study.job_line_args([
+        "--flagfile=f", "--parallel", "2", "--print_jobs", "--gpus=0,1",
+        "--job", "enas/seed_1/search", "--noprint_jobs", "--seeds=1",
+        "--final_overrides=--parallel"]) == [
+            "--flagfile=f", "--seeds=1", "--final_overrides=--parallel"]
 
 
 # -- a tiny study end to end -----------------------------------------------------
