@@ -52,6 +52,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -548,14 +549,22 @@ class Plan:
         except OSError:
             pass
         log = os.path.join(folder, LOG)
-        if proc.returncode != 0:
+        result = None
+        if proc.returncode != 0 and job.kind == "retrain":
+            line = diverged(log)
+            if line is not None:
+                # The arc does not train with the final recipe: a result
+                # (no scores), not a failure to run again.
+                result = {"arc": self.arc(job), "valid": None, "test": None,
+                          "diverged": line}
+        if proc.returncode != 0 and result is None:
             status = proc.returncode
             how = ("killed by signal {}".format(-status) if status < 0
                    else "exit status {}".format(status))
             return "{} ({}); see {}".format(_last_error(log) or "failed",
                                             how, log)
         try:
-            result = self.result(job)
+            result = result or self.result(job)
         except (OSError, ValueError, KeyError) as e:
             return "finished but its result cannot be read ({}); see {}" \
                 .format(e, log)
@@ -642,6 +651,27 @@ def _running_pid(path):
     except OSError:
         pass
     return pid
+
+
+_DIVERGED = re.compile(r"^error: (the child's .* is (?:nan|-?inf) at step "
+                       r"\d+ \(epoch \d+\))")
+
+
+def diverged(log):
+    """The entry point's NaN/Inf stop in the last attempt of a job's log
+    (`the child's loss is nan at step N (epoch E)`), or None."""
+    try:
+        with open(log, errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    last = text.rsplit("\n== ", 1)[-1]
+    found = None
+    for line in last.splitlines():
+        m = _DIVERGED.match(line)
+        if m:
+            found = m.group(1)
+    return found
 
 
 def _last_error(log):
@@ -733,8 +763,10 @@ def run_jobs(plan, jobs, parallel, log=print, gpus=()):
                 why = plan.finish(job, proc)
                 if why is None:
                     state[name] = "done"
-                    log("{}: done in {:.0f} s".format(
-                        name, time.time() - proc.study_started))
+                    log("{}: done in {:.0f} s{}".format(
+                        name, time.time() - proc.study_started,
+                        "" if proc.returncode == 0 else
+                        " (diverged: no scores, see its job.log)"))
                 else:
                     state[name] = "failed"
                     problems[name] = why
@@ -781,6 +813,12 @@ def collect(plan):
                 marker = plan.done_marker(job)
                 if marker is not None:
                     retrained[marker["result"]["arc"]] = marker["result"]
+                    if marker["result"].get("diverged"):
+                        notes.append(
+                            "{}: the retraining of `{}` diverged ({}): "
+                            "its retrained scores are null".format(
+                                job.name, marker["result"]["arc"],
+                                marker["result"]["diverged"]))
                 elif plan.folder(job) is not None:
                     notes.append("{}: not finished".format(job.name))
             for c in result["candidates"]:

@@ -127,6 +127,21 @@ def test_a_bad_study_flag_is_one_error_line_and_nothing_is_written(
     assert not out.exists()
 
 
+def test_a_retraining_stopped_by_the_nan_guard_is_read_as_diverged(tmp_path):
+    log = tmp_path / "job.log"
+    stop = ("error: the child's gradient norm is inf at step 16 (epoch 0) "
+            "(arc 0 0 1 1 2); stopping without saving. The last good "
+            "checkpoint is none (no epoch completed)\n")
+    log.write_text("== first attempt\n" + stop)
+    assert study.diverged(str(log)) == ("the child's gradient norm is inf "
+                                        "at step 16 (epoch 0)")
+    # Only the last attempt counts; other errors are failures.
+    log.write_text("== first attempt\n" + stop + "\n== second\nfine\n")
+    assert study.diverged(str(log)) is None
+    log.write_text("== one\nerror: cannot create --output_dir=x\n")
+    assert study.diverged(str(log)) is None
+
+
 def test_job_lines_leave_out_how_the_jobs_run_here_in_either_flag_form():
     assert study.job_line_args([
         "--flagfile=f", "--parallel", "2", "--print_jobs", "--gpus=0,1",
