@@ -349,6 +349,7 @@ def plot(report, path):
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     metric = report["metric"]
     policies = list(report["summary"])
@@ -373,7 +374,9 @@ def plot(report, path):
                         label=("{}: controller reward".format(policy)
                                if k == 0 else None))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("reward (shared weights, one batch)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("reward: {} (shared weights, one batch)".format(
+        "accuracy" if report["higher_is_better"] else "80 / perplexity"))
     ax.set_title("Search: reward per epoch (one line per seed)")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
