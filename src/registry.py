@@ -54,6 +54,8 @@ ENTRY_POINTS = {
     "ptb": EntryInfo("src.ptb.main", "src.ptb.flags", ("ptb",)),
     "enas_lm_fixed": EntryInfo("src.enas_lm.fixed", "src.enas_lm.fixed_flags",
                                ("enas_lm",)),
+    "enas_lm_search": EntryInfo("src.enas_lm.search",
+                                "src.enas_lm.search_flags", ("enas_lm",)),
 }
 
 

@@ -10,7 +10,8 @@ is the flag of enas_lm's TPU code (default here: off, as the GPU code that
 from src import flag_defs
 
 
-def define_child_flags(d, hidden_size, drops):
+def define_child_flags(d, hidden_size, drops, init_range=0.05,
+                       grad_bound=0.25, warmup=True):
     """The child flags both enas_lm entry points define (`drops`: the
     default drop rates e, i, l, o, w, x)."""
     for name, default in zip("eilowx", drops):
@@ -18,14 +19,15 @@ def define_child_flags(d, hidden_size, drops):
             {"e": "rows of the embedding", "i": "embeddings",
              "l": "between the cell's nodes", "o": "outputs",
              "w": "weights", "x": "input of the cell"}[name]))
-    d("float", "child_init_range", 0.05, "")
-    d("float", "child_grad_bound", 0.25, "")
+    d("float", "child_init_range", init_range, "")
+    d("float", "child_grad_bound", grad_bound, "")
     d("float", "child_weight_decay", 8e-7, "")
     d("integer", "child_hidden_size", hidden_size, "")
     d("integer", "child_bptt_steps", 35,
       "(hard-coded in enas_lm) BPTT length the window lengths centre on.")
     d("float", "child_learning_rate", 20.0, "(hard-coded in enas_lm)")
-    d("float", "child_num_warmup_epochs", 0.0, "(hard-coded in enas_lm)")
+    if warmup:
+        d("float", "child_num_warmup_epochs", 0.0, "(hard-coded in enas_lm)")
     d("integer", "child_vocab_size", 10000,
       "(hard-coded in enas_lm) Rows of the embedding and the softmax; at "
       "least the data's vocabulary.")
