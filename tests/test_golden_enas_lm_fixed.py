@@ -175,3 +175,11 @@ def test_a_checkpoint_of_another_size_is_a_one_line_error(case, tmp_path):
     assert "language_model/embedding/w (here [10000, 8], checkpoint " \
         "[10000, 64])" in message
     assert "unexpected: language_model/rnn_cell/layer_2/w" in message
+
+
+def test_the_xla_step_replays_the_first_recorded_step(case):
+    config, inputs, outputs = case
+    _, trainer, _ = build(config, "ckpt_init/model.ckpt-0")
+    xla = EnasLmFixedTrainer(trainer.child, trainer.cfg, jit_compile=True)
+    out = xla.train_step(inputs["train_step_x_0"], inputs["train_step_y_0"])
+    check_step(out, outputs, "train_step_", 0)

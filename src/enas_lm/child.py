@@ -230,7 +230,7 @@ class _TiedLanguageModel(keras.layers.Layer):
         _, next_state, outputs = tf.while_loop(
             lambda t, *_: t < steps, body,
             (tf.constant(0), tf.convert_to_tensor(state, tf.float32),
-             outputs))
+             outputs), maximum_iterations=steps)
         return tf.transpose(outputs.stack(), [1, 0, 2]), next_state
 
 

@@ -164,7 +164,8 @@ def fixed_config_from_flags(f):
         best_valid_ppl_threshold=f.child_best_valid_ppl_threshold,
         num_warmup_epochs=f.child_num_warmup_epochs,
         reference_checkpoint=f.reference_checkpoint,
-        deterministic=f.deterministic, nan_policy=f.nan_policy)
+        deterministic=f.deterministic, nan_policy=f.nan_policy,
+        jit_compile=f.jit_compile)
 
 
 def averaging_starts(history, valid_ppl, threshold, started):
@@ -223,7 +224,8 @@ class EnasLmFixedSession:
         print("-" * 80)
         print("Building LM")
         self.child = EnasLmFixedChild(cfg.child)
-        self.trainer = EnasLmFixedTrainer(self.child, cfg.train)
+        self.trainer = EnasLmFixedTrainer(
+            self.child, cfg.train, jit_compile=cfg.jit_compile == "true")
         print("Model has {0} params".format(sum(
             int(np.prod(v.shape)) for v in self.trainer.variables)))
         self.stream = RandomLengthStream(
@@ -358,7 +360,8 @@ def search_config_from_flags(f):
         controller_train_steps=f.controller_num_train_steps,
         controller_num_aggregate=f.controller_num_aggregate,
         reference_checkpoint=f.reference_checkpoint,
-        deterministic=f.deterministic, nan_policy=f.nan_policy)
+        deterministic=f.deterministic, nan_policy=f.nan_policy,
+        jit_compile=f.jit_compile)
 
 
 class EnasLmSearchSession:
@@ -424,7 +427,8 @@ class EnasLmSearchSession:
         print("-" * 80)
         print("Building LM")
         self.child = EnasLmSearchChild(cfg.child)
-        self.trainer = EnasLmSearchTrainer(self.child, cfg.train)
+        self.trainer = EnasLmSearchTrainer(
+            self.child, cfg.train, jit_compile=cfg.jit_compile == "true")
         variables = self.trainer.variables
         print("All children have {0} params".format(sum(
             int(np.prod(v.shape)) for v in variables)))

@@ -94,7 +94,9 @@ class EnasLmFixedTrainer:
       "moving_avg_started"} (numpy-convertible tensors), x, y [batch, L].
     """
 
-    def __init__(self, child, cfg):
+    def __init__(self, child, cfg, jit_compile=False):
+        """jit_compile: XLA for the training step (compiled once per
+        window length)."""
         cfg.validate()
         self.child = child
         self.cfg = cfg
@@ -113,7 +115,8 @@ class EnasLmFixedTrainer:
         batch = child.cfg.batch_size
         window = tf.TensorSpec([batch, None], tf.int32)
         self.train_step = tf.function(self._train_step,
-                                      input_signature=[window, window])
+                                      input_signature=[window, window],
+                                      jit_compile=bool(jit_compile))
         tokens = tf.TensorSpec([None, None], tf.int32)
         state = tf.TensorSpec([None, child.cfg.hidden_size], tf.float32)
         self.eval_window = tf.function(
@@ -264,7 +267,7 @@ class EnasLmSearchTrainer(EnasLmFixedTrainer):
       window from a zero state (the controller's reward).
     """
 
-    def __init__(self, child, cfg):
+    def __init__(self, child, cfg, jit_compile=False):
         cfg.validate()
         self.child = child
         self.cfg = cfg
@@ -276,7 +279,8 @@ class EnasLmSearchTrainer(EnasLmFixedTrainer):
         window = tf.TensorSpec([batch, None], tf.int32)
         arc = tf.TensorSpec([ccfg.arc_length], tf.int32)
         self.train_step = tf.function(self._train_step,
-                                      input_signature=[window, window, arc])
+                                      input_signature=[window, window, arc],
+                                      jit_compile=bool(jit_compile))
         tokens = tf.TensorSpec([None, None], tf.int32)
         state = tf.TensorSpec([None, ccfg.hidden_size], tf.float32)
         self.eval_window = tf.function(
