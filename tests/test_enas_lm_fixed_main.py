@@ -156,3 +156,33 @@ def test_bad_data_gets_one_line_and_exit_status_2(tiny_ptb, tmp_path):
         assert len(errors) == 1 and fragment in errors[0], result.stderr
         assert "Traceback" not in result.stderr
         assert not (out_dir / "checkpoint").exists()
+
+
+def test_sigterm_saves_mid_epoch_and_the_run_resumes_there(tiny_ptb,
+                                                           tmp_path):
+    import signal
+    out_dir = str(tmp_path / "stop")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.enas_lm.fixed",
+         *tiny_args(tiny_ptb, out_dir), "--child_num_train_epochs=1000"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=REPO_ROOT, env=main_env())
+    lines = []
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        if line.startswith("epoch=") and "step=3 " in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    lines += rest.splitlines()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert lines[-1].startswith("SIGTERM: saved ")
+    stopped = max(int(re.search(r"step=(\d+)", line).group(1))
+                  for line in lines if line.startswith("epoch="))
+    result = run_fixed(*tiny_args(tiny_ptb, out_dir),
+                       "--child_num_train_epochs=1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Resuming from " in result.stdout
+    first = next(line for line in result.stdout.splitlines()
+                 if line.startswith("epoch="))
+    assert "step={} ".format(stopped + 1) in first
