@@ -1,12 +1,16 @@
-"""The fixed model's run (enas_lm's `fixed.train`): train window after
-window; at the end of each epoch of the data (the stream's `should_reset`)
-evaluate on valid (on the averaged weights once averaging started), then the
-averaging trigger and a checkpoint; after `num_train_batches *
-num_train_epochs` steps the test evaluation.
+"""The runs of the enas_lm entry points.
+
+`run_fixed` (enas_lm's `fixed.train`): train window after window; at the
+end of each pass over the data (the stream's `should_reset`) evaluate on
+valid (on the averaged weights once averaging started), then the averaging
+trigger and a checkpoint; after `num_train_batches * num_train_epochs`
+steps the test evaluation. `run_search` (enas_lm's `search.train`): child
+steps on sampled cells; at the end of each pass the controller's training,
+the validation on sampled cells, a checkpoint.
 
 enas_lm's epochs end when its random-length windows reach the end of the
 data, so their number of steps varies; the shared `src.run_loop` counts
-fixed epochs, hence this loop of its own (the same pieces: run folder,
+fixed epochs, hence these loops of their own (the same pieces: run folder,
 checkpoint and resume, NaN policy, SIGINT/SIGTERM).
 """
 

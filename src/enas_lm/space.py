@@ -1,7 +1,8 @@
-"""The corrected PTB language model's `SPACE` (enas_lm): its config from
-the flags of `python -m src.enas_lm.fixed`, the fixed model's session (data,
-models, steps, evaluations), the arc printout and `arcs.jsonl` fields.
-The loop that drives the session is `src.enas_lm.loop`.
+"""The corrected PTB language model's `SPACE` (enas_lm): its configs from
+the flags of `python -m src.enas_lm.fixed` and `python -m src.enas_lm.search`,
+the sessions of both (data, models, steps, evaluations, the controller's
+training), the arc printout and `arcs.jsonl` fields. The loops that drive
+the sessions are `src.enas_lm.loop`.
 """
 
 import dataclasses
@@ -61,9 +62,9 @@ class EnasLmSpace(SearchSpace):
         pass  # the child creates its weights when constructed
 
     def parse_arc(self, values, child_cfg):
-        return arcs.EnasLmArc.parse(
-            values, child_cfg.fixed_arc.num_layers,
-            child_cfg.fixed_arc.average_loose_ends)
+        loose = (child_cfg.average_loose_ends if child_cfg.fixed_arc is None
+                 else child_cfg.fixed_arc.average_loose_ends)
+        return arcs.EnasLmArc.parse(values, child_cfg.num_layers, loose)
 
     def open_session(self, cfg, data=None):
         if cfg.searching:
