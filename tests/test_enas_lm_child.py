@@ -1,0 +1,79 @@
+"""The enas_lm children: the search child on an arc computes what the fixed
+child of that arc computes with the selected weights, in both output modes;
+dropout masks; one trace for every arc."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from src.enas_lm.arcs import EnasLmArc
+from src.enas_lm.child import (EnasLmChildConfig, EnasLmFixedChild,
+                               EnasLmSearchChild, drop_mask)
+from src.enas_lm.trainer import EnasLmSearchTrainer, EnasLmTrainConfig
+
+ARC = "0 2 1 0 0 3 2 1"  # node 3 reads node 0: nodes 2, 4 are loose ends
+
+
+def small(**kw):
+    base = dict(vocab_size=30, hidden_size=6, batch_size=3, bptt_steps=4,
+                drop_e=0, drop_i=0, drop_l=0, drop_o=0, drop_w=0, drop_x=0,
+                seed=5)
+    base.update(kw)
+    return EnasLmChildConfig(**base)
+
+
+@pytest.mark.parametrize("loose", [False, True])
+def test_the_search_child_on_an_arc_is_the_fixed_child_of_that_arc(loose):
+    arc = EnasLmArc.parse(ARC, 4, average_loose_ends=loose)
+    search = EnasLmSearchChild(small(search_layers=4,
+                                     average_loose_ends=loose))
+    fixed = EnasLmFixedChild(small(fixed_arc=arc))
+    fixed.w_emb.assign(search.w_emb)
+    fixed.w_prev.assign(search.w_prev)
+    for k, (w, shared) in enumerate(zip(fixed.w_nodes, search.w_nodes)):
+        w.assign(shared[arc.funcs[k], arc.prevs[k]])
+    x = np.random.default_rng(0).integers(0, 30, (3, 7)).astype(np.int32)
+    state = tf.random.uniform([3, 6], seed=1)
+    want, want_state = fixed(x, state)
+    got, got_state = search(x, state, arc=np.array(arc.to_list(), np.int32))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got_state, want_state, rtol=1e-6, atol=1e-6)
+    mask = search.output_mask(tf.constant(arc.prevs))
+    assert list(mask.numpy()) == [1.0 if n in arc.averaged() else 0.0
+                                  for n in range(1, 5)]
+
+
+def test_one_trace_of_the_training_step_serves_every_arc():
+    child = EnasLmSearchChild(small(search_layers=3))
+    trainer = EnasLmSearchTrainer(child, EnasLmTrainConfig(
+        bptt_steps=4, grad_bound=0.1, alpha=0.0, beta=1.0))
+    x = np.random.default_rng(1).integers(0, 30, (3, 5)).astype(np.int32)
+    for text in ("0 0 1 1 2 2", "0 3 0 2 0 1", "0 1 1 3 1 0"):
+        out = trainer.train_step(x, x, np.array(text.split(), np.int32))
+        assert np.isfinite(out["loss"])
+    y = np.random.default_rng(2).integers(0, 30, (3, 9)).astype(np.int32)
+    trainer.train_step(y, y, np.array([0, 0, 1, 1, 2, 2], np.int32))
+    assert trainer.train_step.experimental_get_tracing_count() == 1
+
+
+def test_drop_masks_are_zero_or_one_over_keep_and_absent_at_rate_0():
+    seed = keras.random.SeedGenerator(3)
+    assert drop_mask([4, 4], 0.0, seed) is None
+    mask = drop_mask([200, 50], 0.25, seed).numpy()
+    assert set(np.unique(mask)) <= {0.0, np.float32(1 / 0.75)}
+    assert 0.2 < np.mean(mask == 0) < 0.3
+
+
+def test_training_dropout_changes_the_outputs_and_evaluation_does_not():
+    arc = EnasLmArc.parse(ARC, 4)
+    child = EnasLmFixedChild(small(fixed_arc=arc, drop_e=0.2, drop_i=0.2,
+                                   drop_l=0.2, drop_o=0.2, drop_w=0.2,
+                                   drop_x=0.2))
+    x = np.random.default_rng(0).integers(0, 30, (3, 7)).astype(np.int32)
+    state = tf.zeros([3, 6])
+    a, _ = child(x, state)
+    b, _ = child(x, state)
+    np.testing.assert_array_equal(a, b)
+    c, _ = child(x, state, training=True)
+    assert not np.allclose(a, c)
