@@ -197,16 +197,17 @@ class _TiedLanguageModel(keras.layers.Layer):
         h = cfg.hidden_size
         n = tf.shape(tokens)[0]
         seed = self.dropout_seed
-        w_emb = self.w_emb
-        input_mask = layer_mask = w_masks = None
+        input_mask = layer_mask = w_masks = row_mask = None
         if training:
             row_mask = drop_mask([cfg.vocab_size, 1], cfg.drop_e, seed)
-            if row_mask is not None:
-                w_emb = w_emb * row_mask
             if cfg.drop_w > 0:
                 w_masks = [drop_mask([h, 2 * h], cfg.drop_w, seed)
                            for _ in range(cfg.num_layers + 1)]
-        emb = tf.nn.embedding_lookup(w_emb, tokens)
+        emb = tf.nn.embedding_lookup(self.w_emb, tokens)
+        if row_mask is not None:
+            # The rows of (w_emb * row_mask) the window reads: the mask's
+            # rows gathered, not the whole masked embedding.
+            emb = emb * tf.nn.embedding_lookup(row_mask, tokens)
         if training:
             emb = _times(emb, drop_mask([n, 1, h], cfg.drop_i, seed))
             input_mask = drop_mask([n, h], cfg.drop_x, seed)
