@@ -19,6 +19,12 @@ the same) into JSON lines, one object per event, each with a "type":
                     index in its "Here are 10 architectures" block, and
                     CIFAR's val_acc and printed lines, or PTB's rw
   resume            checkpoint, epoch, step: this port's "Resuming from"
+  enas_lm's lines (python -m src.enas_lm.fixed / .search, and the authors'
+  own code): train (epoch, step, train_ppl, lr, grad_norm, mins, and the
+  fixed model's averaging or the search's l2_reg), controller (step,
+  entropy, ppl, rw, baseline, arc), eval (split valid, valid_ppl; split
+  test, step, test_ppl: every 1000 tokens and at the end), averaging
+  ("Starting moving_avg")
   summary           lines, parsed: the last object
 
 Every event but the summary has "line", the 1-based number of its first
@@ -84,6 +90,21 @@ CONTROLLER_FIELDS = {"ctrl_step": "step", "loss": "loss", "ent": "entropy",
                      "lr": "lr", "|g|": "grad_norm", "bl": "baseline",
                      "mins": "mins"}
 _INT_FIELDS = ("epoch", "step")
+# enas_lm's lines (`src.enas_lm`, and the authors' own code): the fixed
+# model's and the search's child lines, its controller line, and its
+# evaluation lines.
+ENAS_LM_FIXED_FIELDS = {"epoch": "epoch", "step": "step", "ppl": "train_ppl",
+                        "lr": "lr", "|g|": "grad_norm", "avg": "averaging",
+                        "mins": "mins"}
+ENAS_LM_SEARCH_FIELDS = {"epoch": "epoch", "step": "step",
+                         "ppl": "train_ppl", "lr": "lr", "|w|": "l2_reg",
+                         "|g|": "grad_norm", "mins": "mins"}
+ENAS_LM_CONTROLLER_FIELDS = {"step": "step", "ent": "entropy", "ppl": "ppl",
+                             "rw": "rw", "bl": "baseline"}
+_ENAS_LM_ARC = re.compile(r"\barc=\[([\d\s]*)\]\s*$")
+_ENAS_LM_VALID = re.compile(r"^valid_ppl=(" + _NUM + r")\s*$", re.IGNORECASE)
+_ENAS_LM_TEST = re.compile(r"^step=(\d+)\s+test_ppl=(" + _NUM + r")\s*$",
+                           re.IGNORECASE)
 
 
 def flag_value(text):
@@ -349,6 +370,39 @@ class _Parser:
 
     # -- dispatch
 
+    def _enas_lm(self, number, text):
+        """enas_lm's lines; returns the kind, or None."""
+        m = _ENAS_LM_VALID.match(text)
+        if m:
+            self._emit(number, "eval", split="valid",
+                       valid_ppl=float(m.group(1)))
+            return "eval"
+        m = _ENAS_LM_TEST.match(text)
+        if m:
+            self._emit(number, "eval", split="test", step=int(m.group(1)),
+                       test_ppl=float(m.group(2)))
+            return "eval"
+        if text.strip() == "Starting moving_avg":
+            self._emit(number, "averaging")
+            return "averaging"
+        pairs = _key_values(text)
+        for prefix, names, kind in (
+                ("epoch=", ENAS_LM_FIXED_FIELDS, "train"),
+                ("epoch=", ENAS_LM_SEARCH_FIELDS, "train"),
+                ("step=", ENAS_LM_CONTROLLER_FIELDS, "controller")):
+            if text.startswith(prefix) and set(names) <= set(pairs):
+                event = _fields(pairs, names)
+                if "averaging" in event:
+                    event["averaging"] = int(event["averaging"])
+                if kind == "controller":
+                    arc = _ENAS_LM_ARC.search(text)
+                    if arc is None:
+                        return None
+                    event["arc"] = " ".join(arc.group(1).split())
+                self._emit(number, kind, **event)
+                return "step"
+        return None
+
     def feed(self, raw):
         self.lines += 1
         text = raw.rstrip("\r\n")
@@ -382,6 +436,9 @@ class _Parser:
             self._flush_eval()
             self.eval_epoch = None
             return "step"
+        kind = self._enas_lm(number, text)
+        if kind is not None:
+            return kind
         if self._evaluation(number, text):
             return "eval"
         m = _EPOCH_CONTROLLER.match(text)
