@@ -186,3 +186,17 @@ def test_sigterm_saves_mid_epoch_and_the_run_resumes_there(tiny_ptb,
     first = next(line for line in result.stdout.splitlines()
                  if line.startswith("epoch="))
     assert "step={} ".format(stopped + 1) in first
+
+
+def test_a_nan_stops_the_run_naming_the_step_or_is_skipped(tiny_ptb,
+                                                           tmp_path):
+    blow_up = ["--child_learning_rate=1e38", "--child_grad_bound=1e30",
+               "--child_num_train_epochs=1"]
+    result = run_fixed(*tiny_args(tiny_ptb, str(tmp_path / "nan")), *blow_up)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert re.search(r"error: the child's \S+ is nan at step 2 \(epoch 0\); "
+                     r"stopping without saving", result.stdout)
+    result = run_fixed(*tiny_args(tiny_ptb, str(tmp_path / "skip")),
+                       *blow_up, "--nan_policy=skip_arc")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "nan_policy=skip_arc: the child's" in result.stdout
