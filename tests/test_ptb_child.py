@@ -10,9 +10,9 @@ import tensorflow as tf
 
 from src.errors import UserError
 from src.ptb import ptb_child
-from src.ptb.arcs import PtbArc
-from src.ptb.ptb_child import (BakedArc, PtbBatchNorm, PtbChild,
-                               PtbChildConfig, apply_activation,
+from src.ptb.arcs import PTB_FUNCS, PtbArc
+from src.ptb.ptb_child import (PTB_FUNC_TABLE, BakedArc, PtbBatchNorm,
+                               PtbChild, PtbChildConfig, apply_activation,
                                count_params, embedding_mask, init_range)
 
 V, H, D, B = 13, 4, 4, 3
@@ -252,6 +252,12 @@ def test_initial_values_are_uniform_in_the_range_and_seeded():
 
 
 # ------------------------------------------------------------ the cell
+
+def test_the_function_table_names_the_arcs_activations_in_order():
+    assert [f.name for f in PTB_FUNC_TABLE] == list(PTB_FUNCS)
+    assert [f.fn for f in PTB_FUNC_TABLE] == [tf.tanh, tf.nn.relu,
+                                              tf.identity, tf.sigmoid]
+
 
 @pytest.mark.parametrize("func", range(4))
 def test_each_activation(func):

@@ -14,7 +14,8 @@ from src.arc_values import (SizeFlag, arc_ints, dot_edge, dot_node,
                              parse_ints, size_arg)
 from src.errors import UserError
 
-# The child's activations, by the integer the controller samples.
+# The child's activations, by the integer the controller samples (the
+# names; `src.ptb.ptb_child.PTB_FUNC_TABLE` pairs each with its function).
 PTB_FUNCS = ("tanh", "relu", "identity", "sigmoid")
 
 

@@ -13,7 +13,8 @@ output):
 - the output is the mean of the loose ends (the nodes no node reads); with
   `l_skip` the layer's input is added. It is the layer's next state and the
   next layer's input.
-f is one of PTB_FUNCS (tanh, relu, identity, sigmoid).
+f is one of the function table `PTB_FUNC_TABLE` (tanh, relu, identity,
+sigmoid: the names of `arcs.PTB_FUNCS`).
 
 Fixed mode (`cfg.fixed_arc`, the reference's `_rhn_fixed`): w_prev is
 [2H, 2H] and each node has its own `w` [H, 2H]; the arc is a Python value,
@@ -61,6 +62,7 @@ embedding read as float32).
 """
 
 import dataclasses
+import typing
 
 import keras
 import numpy as np
@@ -74,6 +76,7 @@ from src.moving_average import ZeroDebiased, one_minus
 from src.ptb.arcs import PTB_FUNCS, PtbArc, ptb_arc_length
 
 __all__ = ["PtbChildConfig", "PtbChild", "PtbBatchNorm", "BakedArc",
+           "PTB_FUNC_TABLE",
            "init_range", "variational_mask", "embedding_mask",
            "apply_activation", "mean_softmax_nll", "count_params"]
 
@@ -158,14 +161,35 @@ class PtbChildConfig:
 
 # ------------------------------------------------------------- pieces
 
+@dataclasses.dataclass(frozen=True)
+class PtbFunc:
+    """One activation of the PTB search space: its name and the function
+    that computes it (a tensor -> a tensor of the same shape)."""
+    name: str
+    fn: typing.Callable
+
+
+# The PTB function table: an activation's index here is the integer the
+# controller samples (and a fixed arc names), the branch of the search
+# cell's tf.switch_case and the index of `arcs.PTB_FUNCS` (its name,
+# printed for a user); `apply_activation` computes each from its entry.
+PTB_FUNC_TABLE = (
+    PtbFunc("tanh", tf.tanh),
+    PtbFunc("relu", tf.nn.relu),
+    PtbFunc("identity", tf.identity),
+    PtbFunc("sigmoid", tf.sigmoid),
+)
+assert tuple(func.name for func in PTB_FUNC_TABLE) == PTB_FUNCS
+
+
 def apply_activation(func, h):
-    """PTB_FUNCS[func](h); func a Python int or an int32 scalar tensor (then
-    a `tf.switch_case`: only the chosen activation runs; an id out of range
-    runs the last one)."""
-    branches = (tf.tanh, tf.nn.relu, tf.identity, tf.sigmoid)
+    """Activation `func` of PTB_FUNC_TABLE on h; func a Python int or an
+    int32 scalar tensor (then a `tf.switch_case`: only the chosen
+    activation runs; an id out of range runs the last one)."""
     if isinstance(func, (int, np.integer)):
-        return branches[int(func)](h)
-    out = tf.switch_case(func, [(lambda f=f: f(h)) for f in branches])
+        return PTB_FUNC_TABLE[int(func)].fn(h)
+    out = tf.switch_case(func, [(lambda f=entry.fn: f(h))
+                                for entry in PTB_FUNC_TABLE])
     out.set_shape(h.shape)
     return out
 
