@@ -195,16 +195,16 @@ def synthetic_ptb(cfg, vocab_size=10000, seed=0,
                    index=dict(enumerate(words)), source="synthetic")
 
 
+# The synthetic data of each entry point's spaces.
+SYNTHETIC_DATA = {"cifar10": synthetic_cifar, "ptb": synthetic_ptb}
+
+
 def open_session(space, cfg):
     """The space's session of the run, over synthetic data."""
-    if space.entry == "cifar10":
-        from src.cifar10.session import CifarSession
-        return CifarSession(space, cfg, data=synthetic_cifar(cfg))
-    if space.entry == "ptb":
-        from src.ptb.space import PtbSession
-        return PtbSession(space, cfg, data=synthetic_ptb(cfg))
-    raise ValueError("src.bench has no synthetic data for entry point "
-                     "{!r}".format(space.entry))
+    if space.entry not in SYNTHETIC_DATA:
+        raise ValueError("src.bench has no synthetic data for entry point "
+                         "{!r}".format(space.entry))
+    return space.open_session(cfg, data=SYNTHETIC_DATA[space.entry](cfg))
 
 
 def full_batches(session, batch_size):

@@ -1,9 +1,10 @@
 """What a CIFAR-10 child returns: `ChildOutput(logits, aux_logits)`.
 
-Both children (`MacroChild`, `MicroChild`) return one, whatever the mode:
-`aux_logits` is the micro child's aux head in training (with
-`use_aux_heads`), None otherwise. It is a NamedTuple, so `out[0]` and
-`logits, aux_logits = out` work too.
+Every CIFAR-10 child's `call` returns one (`FixedMacroChild`,
+`SearchMacroChild`, `FixedMicroChild`, `SearchMicroChild`): `aux_logits`
+is the micro child's aux head in training (with `use_aux_heads`), None
+otherwise. It is a NamedTuple, so `out[0]` and `logits, aux_logits = out`
+work too.
 """
 
 import typing

@@ -205,7 +205,7 @@ def _batch_statistics_logits(child, images, arc):
     state = list(child.non_trainable_weights)
     saved = [tf.convert_to_tensor(v) for v in state]
     outputs = child.layer_outputs(images, training=True, arc=arc)
-    logits = child.fc(tf.nn.relu(outputs[-1]), training=False)
+    logits = child.head(outputs, training=False).logits
     with tf.control_dependencies([logits]):
         restores = [v.assign(s) for v, s in zip(state, saved)]
     with tf.control_dependencies(restores):
@@ -250,14 +250,15 @@ def child_signatures(child, mean=None, std=None, batch_statistics=False):
             if batch_statistics:
                 return {"logits": _batch_statistics_logits(child, images,
                                                            arc)}
-            return {"logits": child(images, training=False, arc=arc)}
+            return {"logits": child(images, training=False,
+                                    arc=arc).logits}
 
         out["predict_normalized_with_arc"] = tf.function(
             with_arc, input_signature=[floats, arc_spec])
         return out
 
     def normalized(images):
-        return {"logits": child(images, training=False)}
+        return {"logits": child(images, training=False).logits}
 
     out["predict_normalized"] = tf.function(normalized,
                                             input_signature=[floats])
@@ -267,7 +268,7 @@ def child_signatures(child, mean=None, std=None, batch_statistics=False):
 
         def serving(images):
             logits = child(cifar_data.normalize(images, mean, std),
-                           training=False)
+                           training=False).logits
             return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
 
         out["serving_default"] = tf.function(

@@ -60,13 +60,20 @@ class SearchSpace:
     name: the registry key ("macro"); entry: the entry point that runs it
     ("cifar10"); search_for: its `--search_for` value; model_name: the
     reference's model scope, printed as "Build model <model_name>";
-    arc_class: its arc class (`parse`, `to_list`, `__str__`, `describe`).
+    arc_class: its arc class (`parse`, `to_list`, `__str__`, `describe`);
+    fixed_child, search_child: its two child classes (Keras layers built
+    from a child config; they share the op layers), the network of one
+    architecture and the network of every architecture, whose `call` takes
+    the arc. Both have `searching` (False, True), the class attribute the
+    trainers read.
     """
     name = None
     entry = None
     search_for = None
     model_name = None
     arc_class = None
+    fixed_child = None
+    search_child = None
 
     def config_from_flags(self, flag_values):
         """The run's config (a RunConfig) from the parsed flags; UserError
@@ -79,8 +86,11 @@ class SearchSpace:
         raise NotImplementedError
 
     def build_child(self, child_cfg):
-        """The child network of a child config (a Keras layer)."""
-        raise NotImplementedError
+        """The child network of a child config: `fixed_child` when it
+        holds a fixed arc, else `search_child`."""
+        if child_cfg.fixed_arc is None:
+            return self.search_child(child_cfg)
+        return self.fixed_child(child_cfg)
 
     def build_controller(self, controller_cfg):
         """The controller of a controller config: the uniform sampler for a
@@ -114,8 +124,10 @@ class SearchSpace:
         (None, None)."""
         raise NotImplementedError
 
-    def open_session(self, cfg):
-        """Reads the data and returns the run's `Session` (below)."""
+    def open_session(self, cfg, data=None):
+        """Reads the data and returns the run's `Session` (below). data:
+        the space's data already read (its data reader's type: src.bench's
+        synthetic data), else read from `cfg.data_path`."""
         raise NotImplementedError
 
     def printout(self, arc, score):
@@ -129,8 +141,8 @@ class SearchSpace:
 
 
 class Session:
-    """One run of a space, made by `SearchSpace.open_session(cfg)` once the
-    data is read; `src.run_loop.train` drives it.
+    """One run of a space, made by `SearchSpace.open_session(cfg, data)`
+    once the data is read; `src.run_loop.train` drives it.
 
     num_train_batches: child steps per epoch.
     build(strategy) -> (child, trainer, phase, extra checkpoint objects):

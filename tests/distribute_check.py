@@ -27,8 +27,9 @@ from src.checkpoints import variables_by_path  # noqa: E402
 from src.macro import arcs as macro_arcs  # noqa: E402
 from src.micro import arcs as micro_arcs  # noqa: E402
 from src.cifar10.child_trainer import ChildTrainer  # noqa: E402
-from src.macro.child import MacroChild, MacroConfig  # noqa: E402
-from src.micro.child import MicroChild, MicroConfig  # noqa: E402
+from src.macro.child import MacroConfig  # noqa: E402
+from src.macro.space import SPACE as MACRO  # noqa: E402
+from src.micro.child import FixedMicroChild, MicroConfig  # noqa: E402
 from src.train_ops import TrainConfig  # noqa: E402
 
 MICRO_ARC = ("0 2 0 0 1 4 0 1 "   # normal cell, 2 nodes
@@ -39,13 +40,13 @@ STEPS = 3
 def macro_child(searching=False):
     arc = None if searching else macro_arcs.MacroArc.parse("0 3 0 0 1 0", 3, 4,
                                                      True)
-    return MacroChild(MacroConfig(num_layers=3, out_filters=8,
-                                  num_branches=4, whole_channels=True,
-                                  fixed_arc=arc, keep_prob=0.5, seed=1))
+    return MACRO.build_child(MacroConfig(
+        num_layers=3, out_filters=8, num_branches=4, whole_channels=True,
+        fixed_arc=arc, keep_prob=0.5, seed=1))
 
 
 def micro_child():
-    return MicroChild(MicroConfig(
+    return FixedMicroChild(MicroConfig(
         num_layers=1, num_cells=2, out_filters=4, keep_prob=0.8,
         drop_path_keep_prob=0.6, use_aux_heads=True,
         fixed_arc=micro_arcs.MicroArc.parse(MICRO_ARC, 2), num_train_steps=10,
@@ -153,7 +154,8 @@ TRAINED = {}  # case -> (mirrored child, trainer) that later cases reuse
 
 def ptb_trainer(strategy, searching=False):
     from src.ptb.arcs import PtbArc
-    from src.ptb.ptb_child import PtbChild, PtbChildConfig
+    from src.ptb.ptb_child import PtbChildConfig
+    from src.ptb.space import SPACE as PTB
     from src.ptb.ptb_trainer import PtbTrainConfig, PtbTrainer
     keras.utils.set_random_seed(1)
     arc_fn = None
@@ -170,7 +172,7 @@ def ptb_trainer(strategy, searching=False):
 
     # Dropout everywhere (the masks are drawn per row of the global batch)
     # and the slowness regulariser; batch 4 (2 rows a replica).
-    child = PtbChild(PtbChildConfig(
+    child = PTB.build_child(PtbChildConfig(
         vocab_size=17, hidden_size=8, rhn_depth=3, batch_size=4,
         bptt_steps=5, fixed_arc=fixed, e_keep=0.8, x_keep=0.7, h_keep=0.6,
         o_keep=0.75, seed=1))

@@ -18,10 +18,10 @@ from src import export, schedules
 from src.checkpoints import variables_by_path
 from src.macro import arcs
 from src.cifar10 import data as cifar_data
-from src.macro.child import MacroChild, MacroConfig
+from src.macro.child import FixedMacroChild, MacroConfig
 from src.macro.controller import MacroController, MacroControllerConfig
 from src.errors import UserError
-from src.ptb.ptb_child import PtbChild, PtbChildConfig
+from src.ptb.ptb_child import PtbChildConfig, SearchPtbChild
 from src.ptb.ptb_controller import PtbController, PtbControllerConfig
 from src.ptb.ptb_trainer import PtbTrainConfig, PtbTrainer
 from tests.conftest import REPO_ROOT
@@ -108,12 +108,13 @@ def test_fixed_cifar_child_signatures_equal_the_in_memory_child(
     x = images()
     got = loaded.signatures["predict_normalized"](images=x)
     assert list(got) == ["logits"]
-    np.testing.assert_allclose(got["logits"], child(x, training=False),
-                               atol=ATOL)
+    np.testing.assert_allclose(got["logits"],
+                               child(x, training=False).logits, atol=ATOL)
     raw = uint8_images()
     served = loaded.signatures["serving_default"](images=raw)
     assert sorted(served) == ["logits", "probabilities"]
-    want = child(cifar_data.normalize(raw, mean, std), training=False)
+    want = child(cifar_data.normalize(raw, mean, std),
+                 training=False).logits
     np.testing.assert_allclose(served["logits"], want, atol=ATOL)
     np.testing.assert_allclose(served["probabilities"],
                                tf.nn.softmax(want), atol=1e-6)
@@ -152,7 +153,7 @@ def test_search_cifar_child_serves_every_arc_with_the_reference_batch_norm(
             # The reference's valid graph: the batch's own statistics.
             want, _ = child(x, training=True, arc=arc)
         else:
-            want = child(x, training=False, arc=arc)
+            want = child(x, training=False, arc=arc).logits
         np.testing.assert_allclose(got, want, atol=ATOL)
         outputs.append(got.numpy())
     assert np.abs(outputs[0] - outputs[1]).max() > 1e-4 or \
@@ -273,7 +274,7 @@ def cifar_run(tmp_path_factory):
 def test_a_cifar_run_exports_from_its_flagfile(cifar_run):
     assert "Exported child from {}/model.ckpt-4 (step 4)".format(
         cifar_run["run"]) in cifar_run["stdout"]
-    child = MacroChild(MacroConfig(
+    child = FixedMacroChild(MacroConfig(
         num_layers=3, out_filters=4, num_branches=4,
         fixed_arc=arcs.MacroArc.parse(CIFAR_ARC, 3, 4, True)))
     child(tf.zeros([1, 32, 32, 3]))
@@ -285,7 +286,8 @@ def test_a_cifar_run_exports_from_its_flagfile(cifar_run):
     raw = tf.constant(data.images["test"][:8])
     served = loaded.signatures["serving_default"](images=raw)
     # The run's mean and std are baked in.
-    want = child(tf.constant(data.normalized("test")[:8]), training=False)
+    want = child(tf.constant(data.normalized("test")[:8]),
+                 training=False).logits
     np.testing.assert_allclose(served["logits"], want, atol=ATOL)
     got = loaded.signatures["predict_normalized"](
         images=tf.constant(data.normalized("test")[:8]))
@@ -332,9 +334,9 @@ def test_a_ptb_search_run_exports_its_averaged_child_and_controller(ptb_run):
     assert "Exported both from" in ptb_run["stdout"]
     path = tf.train.latest_checkpoint(ptb_run["run"])
     vocab = export.ptb_vocab_size(path, reference=False)
-    child = PtbChild(PtbChildConfig(vocab_size=vocab, hidden_size=8,
-                                    num_layers=1, rhn_depth=3, batch_size=4,
-                                    bptt_steps=5))
+    child = SearchPtbChild(PtbChildConfig(vocab_size=vocab, hidden_size=8,
+                                          num_layers=1, rhn_depth=3,
+                                          batch_size=4, bptt_steps=5))
     ctrl = PtbController(PtbControllerConfig(rhn_depth=3, lstm_size=100,
                                              tanh_constant=2.5,
                                              temperature=5.0))

@@ -21,15 +21,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from src import export
+from src import export, registry
 from src.macro import arcs as macro_arcs
 from src.micro import arcs as micro_arcs
-from src.macro.child import MacroChild, MacroConfig
+from src.macro.child import MacroConfig
 from src.macro.controller import MacroController, MacroControllerConfig
-from src.micro.child import MicroChild, MicroConfig
+from src.micro.child import MicroConfig
 from src.micro.controller import MicroController, MicroControllerConfig
 from src.ptb.arcs import PtbArc
-from src.ptb.ptb_child import PtbChild, PtbChildConfig
+from src.ptb.ptb_child import FixedPtbChild, PtbChildConfig
 from src.reference_checkpoint import import_reference_checkpoint
 from tests.conftest import REPO_ROOT, golden_case
 from tests.test_reference_checkpoint import _golden_controller
@@ -70,7 +70,7 @@ def macro_child(case, fixed):
     if fixed:
         arc = macro_arcs.MacroArc.parse(cfg["fixed_arc"], cfg["num_layers"],
                                   cfg["num_branches"], True)
-    child = MacroChild(MacroConfig(
+    child = registry.space("macro").build_child(MacroConfig(
         num_layers=cfg["num_layers"], out_filters=cfg["out_filters"],
         num_branches=cfg["num_branches"],
         whole_channels=cfg.get("whole_channels", True), fixed_arc=arc,
@@ -83,7 +83,7 @@ def micro_child(case):
     arc = None
     if cfg["fixed_arc"]:
         arc = micro_arcs.MicroArc.parse(cfg["fixed_arc"], cfg["num_cells"])
-    return _built(MicroChild(MicroConfig(
+    return _built(registry.space("micro").build_child(MicroConfig(
         num_layers=cfg["num_layers"], num_cells=cfg["num_cells"],
         out_filters=cfg["out_filters"], keep_prob=cfg["keep_prob"],
         drop_path_keep_prob=cfg["drop_path_keep_prob"],
@@ -219,7 +219,7 @@ def test_controllers_score_the_twenty_recorded_samples_through_the_export(
 
 def ptb_fixed_child(case):
     cfg = attributes(case)
-    return PtbChild(PtbChildConfig(
+    return FixedPtbChild(PtbChildConfig(
         vocab_size=cfg["vocab_size"], hidden_size=cfg["lstm_hidden_size"],
         num_layers=cfg["lstm_num_layers"], rhn_depth=cfg["rhn_depth"],
         num_funcs=cfg["num_funcs"],

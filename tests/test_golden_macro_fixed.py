@@ -10,7 +10,7 @@ import tensorflow as tf
 from src import schedules
 from src.macro import arcs
 from src.cifar10.child_trainer import ChildTrainer
-from src.macro.child import MacroChild, MacroConfig
+from src.macro.child import FixedMacroChild, MacroConfig
 from src.reference_checkpoint import load_reference_weights, reference_name
 from src.train_ops import TrainConfig
 from tests.conftest import golden_case
@@ -20,7 +20,7 @@ def build(case):
     cfg = json.loads((case / "config.json").read_text())["child_attributes"]
     arc = arcs.MacroArc.parse(cfg["fixed_arc"], cfg["num_layers"],
                               cfg["num_branches"], True)
-    child = MacroChild(MacroConfig(
+    child = FixedMacroChild(MacroConfig(
         num_layers=cfg["num_layers"], out_filters=cfg["out_filters"],
         num_branches=cfg["num_branches"], fixed_arc=arc,
         keep_prob=cfg["keep_prob"]))
@@ -50,7 +50,8 @@ def test_test_logits_equal_the_reference():
     child, _ = build(case)
     load_reference_weights(child.weights, str(case / "ckpt" / "model.ckpt-3"))
     inputs, outputs = np.load(case / "inputs.npz"), np.load(case / "outputs.npz")
-    logits = child(tf.constant(inputs["test_x"]), training=False).numpy()
+    logits = child(tf.constant(inputs["test_x"]),
+                   training=False).logits.numpy()
     np.testing.assert_allclose(logits, outputs["test_logits"], atol=1e-4)
 
 

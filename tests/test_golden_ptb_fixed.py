@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from src import schedules
 from src.ptb.arcs import PtbArc
-from src.ptb.ptb_child import PtbChild, PtbChildConfig, count_params
+from src.ptb.ptb_child import FixedPtbChild, PtbChildConfig, count_params
 from src.ptb.ptb_trainer import PtbTrainConfig, PtbTrainer
 from src.reference_checkpoint import load_reference_weights, reference_name
 from tests.conftest import golden_case
@@ -31,7 +31,7 @@ def case():
 def build(case):
     cfg = json.loads((case / "config.json").read_text())["child_attributes"]
     arc = PtbArc.parse(cfg["fixed_arc"], cfg["rhn_depth"], cfg["num_funcs"])
-    child = PtbChild(PtbChildConfig(
+    child = FixedPtbChild(PtbChildConfig(
         vocab_size=cfg["vocab_size"], hidden_size=cfg["lstm_hidden_size"],
         num_layers=cfg["lstm_num_layers"], rhn_depth=cfg["rhn_depth"],
         num_funcs=cfg["num_funcs"], fixed_arc=arc,

@@ -7,7 +7,7 @@ import tensorflow as tf
 from src.macro import arcs
 from src.cifar10.child_trainer import ChildTrainer
 from src.cifar10.image_ops import BatchNorm
-from src.macro.child import MacroChild, MacroConfig, count_params
+from src.macro.child import FixedMacroChild, MacroConfig, count_params
 from src.child_output import ChildOutput
 from src.errors import UserError
 from src import schedules
@@ -18,24 +18,26 @@ FINAL_6 = "0 3 0 0 1 0 2 0 0 1 2 0 0 0 0 3 1 1 0 1 0"
 
 def child(text=FINAL_6, num_layers=6, out_filters=16, **kw):
     arc = arcs.MacroArc.parse(text, num_layers, 4, True)
-    return MacroChild(MacroConfig(num_layers=num_layers,
-                                  out_filters=out_filters, num_branches=4,
-                                  fixed_arc=arc, **kw))
+    return FixedMacroChild(MacroConfig(num_layers=num_layers,
+                                       out_filters=out_filters,
+                                       num_branches=4, fixed_arc=arc, **kw))
 
 
 def test_output_is_ten_logits_per_image():
     m = child()
-    assert m(tf.zeros([3, 32, 32, 3]), training=False).shape == (3, 10)
+    assert m(tf.zeros([3, 32, 32, 3]), training=False).logits.shape == (3, 10)
 
 
 def test_the_trainer_interface_outputs_step_and_variables():
     m = child("0", num_layers=1, out_filters=4)
     x = tf.random.stateless_normal([2, 32, 32, 3], seed=[1, 2])
-    out = m.outputs(x, training=False)
-    assert isinstance(out, ChildOutput) and out.aux_logits is None
-    np.testing.assert_array_equal(out.logits.numpy(),
-                                  m(x, training=False).numpy())
-    assert m.takes_step is False
+    for training in (False, True):
+        out = m(x, training=training)
+        assert isinstance(out, ChildOutput) and out.aux_logits is None
+        assert out.logits.shape == (2, 10)
+    assert m.takes_step is False and m.searching is False
+    with pytest.raises(TypeError):
+        m(x, training=False, arc=tf.constant([0]))
     assert m.optimizer_variables(True) == m.optimizer_variables() == list(
         m.trainable_variables)
 
@@ -129,7 +131,8 @@ def test_nchw_gives_the_same_logits_as_nhwc_where_a_gpu_is_present():
     a(x), b(x)
     for va, vb in zip(a.weights, b.weights):
         vb.assign(va)
-    np.testing.assert_allclose(a(x).numpy(), b(x).numpy(), atol=1e-4)
+    np.testing.assert_allclose(a(x).logits.numpy(), b(x).logits.numpy(),
+                               atol=1e-4)
 
 
 def test_training_steps_lower_the_loss_on_a_fixed_batch():

@@ -11,7 +11,8 @@ import tensorflow as tf
 
 from src.macro import arcs
 from src.cifar10.image_ops import MaskedBatchNorm
-from src.macro.child import MacroChild, MacroConfig, count_params
+from src.macro.child import (FixedMacroChild, MacroConfig,
+                              SearchMacroChild, count_params)
 from src.errors import UserError
 from src.reference_checkpoint import load_reference_weights, reference_name
 from src.train_ops import l2_loss
@@ -22,10 +23,10 @@ FILTERS = 8
 
 def search_child(num_layers=3, num_branches=6, whole_channels=True,
                  out_filters=FILTERS):
-    return MacroChild(MacroConfig(num_layers=num_layers,
-                                  out_filters=out_filters,
-                                  num_branches=num_branches,
-                                  whole_channels=whole_channels))
+    return SearchMacroChild(MacroConfig(num_layers=num_layers,
+                                        out_filters=out_filters,
+                                        num_branches=num_branches,
+                                        whole_channels=whole_channels))
 
 
 def images(n=4, size=8, seed=0):
@@ -81,7 +82,7 @@ def test_logits_shape_for_whole_and_per_channel_arcs(whole_channels):
     arc = random_arc(np.random.default_rng(1), 3, 6, whole_channels)
     assert len(arc) == m.cfg.arc_length
     for training in (True, False):
-        assert m(images(), training=training, arc=arc).shape == (4, 10)
+        assert m(images(), training=training, arc=arc).logits.shape == (4, 10)
 
 
 def test_layers_keep_out_filters_and_halve_resolution_at_pool_layers():
@@ -111,14 +112,19 @@ def test_unsupported_branch_counts_are_rejected():
         search_child(num_branches=3)
 
 
-def test_fixed_mode_ignores_the_arc_argument():
+def test_the_fixed_and_the_search_child_are_two_classes():
     fixed = arcs.MacroArc.parse("0 1 1", 2, 4, True)
-    m = MacroChild(MacroConfig(num_layers=2, out_filters=4, num_branches=4,
-                               fixed_arc=fixed))
+    cfg = MacroConfig(num_layers=2, out_filters=4, num_branches=4,
+                      fixed_arc=fixed)
+    m = FixedMacroChild(cfg)
     x = images()
-    np.testing.assert_array_equal(
-        m(x, training=False).numpy(),
-        m(x, training=False, arc=tf.constant([5, 5, 5])).numpy())
+    assert not m.searching and search_child().searching
+    with pytest.raises(TypeError):
+        m(x, training=False, arc=tf.constant([5, 5, 5]))
+    with pytest.raises(ValueError, match="fixed_arc"):
+        SearchMacroChild(cfg)
+    with pytest.raises(ValueError, match="fixed_arc"):
+        FixedMacroChild(MacroConfig(num_layers=2, out_filters=4))
 
 
 # ---------------------------------------------------------------- names
@@ -188,8 +194,9 @@ def test_whole_channel_layer_output_is_the_chosen_branch_alone(training):
 def test_different_ops_give_different_logits():
     m = search_child(num_layers=2)
     x = images()
-    logits = [m(x, training=False, arc=whole_arc([op, op], [[], [1]]))
-              .numpy() for op in range(6)]
+    logits = [m(x, training=False,
+                arc=whole_arc([op, op], [[], [1]])).logits.numpy()
+              for op in range(6)]
     for i in range(6):
         for j in range(i):
             assert np.abs(logits[i] - logits[j]).max() > 1e-4, (i, j)
@@ -198,7 +205,7 @@ def test_different_ops_give_different_logits():
 @pytest.mark.parametrize("traced", [False, True])
 def test_only_the_chosen_branch_runs_and_updates_its_batch_norm(traced):
     m = built(search_child(num_layers=2), whole_arc([0, 0], [[], [0]]))
-    step = lambda x, a: m(x, training=True, arc=a)  # noqa: E731
+    step = lambda x, a: m(x, training=True, arc=a).logits  # noqa: E731
     if traced:
         step = tf.function(step)
     for op in (2, 4):
@@ -215,7 +222,7 @@ def test_only_the_chosen_branch_runs_and_updates_its_batch_norm(traced):
 
 def _grads(m, x, arc):
     with tf.GradientTape() as tape:
-        logits = m(x, training=True, arc=arc)
+        logits = m(x, training=True, arc=arc).logits
         loss = tf.reduce_sum(logits * tf.linspace(-1.0, 1.0, 10))
     return tape.gradient(loss, m.trainable_weights)
 
@@ -281,8 +288,10 @@ def test_skip_bits_add_earlier_outputs_before_the_batch_norm():
 def test_changing_a_skip_bit_changes_the_logits():
     m = search_child(num_layers=3)
     x = images()
-    a = m(x, training=False, arc=whole_arc([1, 2, 0], [[], [0], [0, 1]]))
-    b = m(x, training=False, arc=whole_arc([1, 2, 0], [[], [1], [0, 1]]))
+    a = m(x, training=False,
+          arc=whole_arc([1, 2, 0], [[], [0], [0, 1]])).logits
+    b = m(x, training=False,
+          arc=whole_arc([1, 2, 0], [[], [1], [0, 1]])).logits
     assert np.abs(a.numpy() - b.numpy()).max() > 1e-4
 
 
@@ -359,7 +368,7 @@ def test_zero_counts_do_not_crash():
     for pairs in (none, one):
         arc = channel_arc([pairs, pairs], [[], [1]])
         for training in (True, False):
-            out = m(images(), training=training, arc=arc)
+            out = m(images(), training=training, arc=arc).logits
             assert out.shape == (4, 10)
             assert np.all(np.isfinite(out.numpy()))
 
@@ -419,7 +428,7 @@ def test_one_trace_serves_every_arc(whole_channels):
     # Weights are created eagerly first (a tf.function that creates
     # variables traces twice by design).
     built(m, random_arc(rng, 2, 4, whole_channels))
-    fn = tf.function(lambda x, a: m(x, training=True, arc=a))
+    fn = tf.function(lambda x, a: m(x, training=True, arc=a).logits)
     x = images()
     outs = [fn(x, random_arc(rng, 2, 4, whole_channels)).numpy()
             for _ in range(10)]
@@ -431,7 +440,7 @@ def test_one_trace_serves_every_arc(whole_channels):
 
 def golden_child(case):
     cfg = json.loads((case / "config.json").read_text())["child_attributes"]
-    m = MacroChild(MacroConfig(
+    m = SearchMacroChild(MacroConfig(
         num_layers=cfg["num_layers"], out_filters=cfg["out_filters"],
         num_branches=cfg["num_branches"],
         whole_channels=cfg["whole_channels"], keep_prob=cfg["keep_prob"]))
@@ -476,11 +485,11 @@ def test_golden_valid_logits_are_the_max_pool_branch_everywhere():
     for i, arc in enumerate(inputs["arcs"]):
         # The reference's closure bug: whatever op is sampled, every layer
         # runs its last branch (max pool); the skips are the sampled ones.
-        logits = m(x, training=False, arc=with_op(arc, 5, n)).numpy()
+        logits = m(x, training=False, arc=with_op(arc, 5, n)).logits.numpy()
         np.testing.assert_allclose(logits, outputs["valid_logits"][i],
                                    atol=1e-4)
         # Here the sampled ops are run, and they change the logits.
-        sampled = m(x, training=False, arc=tf.constant(arc)).numpy()
+        sampled = m(x, training=False, arc=tf.constant(arc)).logits.numpy()
         assert np.abs(sampled - outputs["valid_logits"][i]).max() > 0.1
 
 
@@ -496,7 +505,7 @@ def test_golden_first_training_step_loss_and_grad_norm():
     arc = with_op(outputs["train_step_arc"][0], 5, cfg["num_layers"])
     with tf.GradientTape() as tape:
         logits = m(tf.constant(inputs["train_step_x_train"][0]),
-                   training=True, arc=arc)
+                   training=True, arc=arc).logits
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=inputs["train_step_y_train"][0], logits=logits))
         total = loss + cfg["l2_reg"] * l2_loss(m.trainable_weights)
@@ -534,12 +543,12 @@ def test_nchw_gives_the_same_logits_as_nhwc_where_a_gpu_is_present(
     cfgs = [MacroConfig(num_layers=3, out_filters=FILTERS, num_branches=6,
                         whole_channels=whole_channels, data_format=df)
             for df in ("NHWC", "NCHW")]
-    a, b = MacroChild(cfgs[0]), MacroChild(cfgs[1])
+    a, b = SearchMacroChild(cfgs[0]), SearchMacroChild(cfgs[1])
     x = images(size=16)
     built(a, arc, x), built(b, arc, x)
     for va, vb in zip(a.weights, b.weights):
         vb.assign(va)
     for training in (False, True):
         np.testing.assert_allclose(
-            a(x, training=training, arc=arc).numpy(),
-            b(x, training=training, arc=arc).numpy(), atol=1e-4)
+            a(x, training=training, arc=arc).logits.numpy(),
+            b(x, training=training, arc=arc).logits.numpy(), atol=1e-4)

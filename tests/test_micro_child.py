@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from src.child_output import ChildOutput
 from src.micro import arcs
 from src.cifar10.image_ops import FactorizedReduction, RowSepConvBN, drop_path
 from src.macro.child import count_params
-from src.micro.child import (BakedArc, FixedCell, MicroChild,
-                                     MicroConfig, SearchFinalConv,
-                                     SearchNodeInput, StackedSepConv,
-                                     aux_head_layer, drop_path_keep_prob,
-                                     fixed_op, reduction_layers)
+from src.micro.child import (BakedArc, FixedCell, FixedMicroChild,
+                             MicroConfig, SearchFinalConv, SearchMicroChild,
+                             SearchNodeInput, StackedSepConv, aux_head_layer,
+                             drop_path_keep_prob, fixed_op, reduction_layers)
 from src.errors import UserError
 from src.reference_checkpoint import load_reference_weights, reference_name
 from src.train_ops import l2_loss
@@ -41,14 +41,15 @@ def maps(n, size=6, channels=F, count=1, seed=0):
 
 def fixed_child(text=FINAL, num_layers=0, num_cells=5, out_filters=F, **kw):
     arc = arcs.MicroArc.parse(text, num_cells)
-    return MicroChild(MicroConfig(num_layers=num_layers, num_cells=num_cells,
-                                  out_filters=out_filters, fixed_arc=arc,
-                                  **kw))
+    return FixedMicroChild(MicroConfig(
+        num_layers=num_layers, num_cells=num_cells, out_filters=out_filters,
+        fixed_arc=arc, **kw))
 
 
 def search_child(num_layers=0, num_cells=2, out_filters=F, **kw):
-    return MicroChild(MicroConfig(num_layers=num_layers, num_cells=num_cells,
-                                  out_filters=out_filters, **kw))
+    return SearchMicroChild(MicroConfig(
+        num_layers=num_layers, num_cells=num_cells, out_filters=out_filters,
+        **kw))
 
 
 def random_arc(rng, num_cells):
@@ -97,7 +98,7 @@ def test_odd_out_filters_build_in_both_modes():
                   (search_child(out_filters=3),
                    {"arc": tf.constant(random_arc(np.random.default_rng(0),
                                                   2))})):
-        assert m(images(), training=True, **kw).shape == (2, 10)
+        assert m(images(), training=True, **kw).logits.shape == (2, 10)
 
 
 def test_reduction_and_aux_head_layers_follow_the_reference():
@@ -148,8 +149,9 @@ def test_fixed_child_drop_path_is_seeded_and_needs_the_step():
         vb.assign(va)
     x = images(8)
     step = tf.constant(10, tf.int64)
-    ya1, ya2 = (a(x, training=True, step=step).numpy() for _ in range(2))
-    yb1 = b(x, training=True, step=step).numpy()
+    ya1, ya2 = (a(x, training=True, step=step).logits.numpy()
+                for _ in range(2))
+    yb1 = b(x, training=True, step=step).logits.numpy()
     np.testing.assert_array_equal(ya1, yb1)
     assert np.abs(ya1 - ya2).max() > 1e-4
     with pytest.raises(ValueError, match="needs the global step"):
@@ -368,8 +370,9 @@ def test_gated_search_child_equals_the_baked_arc():
     for _ in range(3):
         arc = random_arc(rng, 3)
         for training in (True, False):
-            gated = m(x, training=training, arc=tf.constant(arc)).numpy()
-            baked = m(x, training=training, arc=BakedArc(arc)).numpy()
+            gated = m(x, training=training,
+                      arc=tf.constant(arc)).logits.numpy()
+            baked = m(x, training=training, arc=BakedArc(arc)).logits.numpy()
             np.testing.assert_allclose(gated, baked, atol=1e-5)
 
 
@@ -379,12 +382,12 @@ def test_different_ops_and_inputs_give_different_logits():
     base = [0, 0, 1, 0, 2, 0, 0, 0] * 2
     built(m, base)
     x = images(4)
-    ref = m(x, training=True, arc=tf.constant(base)).numpy()
+    ref = m(x, training=True, arc=tf.constant(base)).logits.numpy()
     for position, value in [(9, 1), (9, 2), (9, 3), (9, 4), (12, 1),
                             (14, 2), (11, 1)]:
         arc = list(base)
         arc[position] = value
-        out = m(x, training=True, arc=tf.constant(arc)).numpy()
+        out = m(x, training=True, arc=tf.constant(arc)).logits.numpy()
         assert np.abs(out - ref).max() > 1e-4, (position, value)
 
 
@@ -392,7 +395,7 @@ def test_different_ops_and_inputs_give_different_logits():
 
 def _grads(m, x, arc):
     with tf.GradientTape() as tape:
-        logits = m(x, training=True, arc=arc)
+        logits = m(x, training=True, arc=arc).logits
         loss = tf.reduce_sum(logits * tf.linspace(-1.0, 1.0, 10))
     grads = tape.gradient(loss, m.trainable_weights)
     return [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
@@ -443,7 +446,7 @@ def test_one_trace_serves_every_arc():
     # Weights are created eagerly first (a tf.function that creates
     # variables traces twice by design).
     built(m, random_arc(rng, 3))
-    fn = tf.function(lambda x, a: m(x, training=True, arc=a))
+    fn = tf.function(lambda x, a: m(x, training=True, arc=a).logits)
     x = images(2)
     outs = [fn(x, tf.constant(random_arc(rng, 3))).numpy()
             for _ in range(10)]
@@ -457,7 +460,7 @@ def test_aux_head_in_training_and_its_weights_left_to_the_optimiser():
     m = fixed_child(num_layers=1, use_aux_heads=True)
     x = images(2, 32)
     # An evaluation call builds every weight, the aux head's included.
-    assert m(x, training=False).shape == (2, 10)
+    assert m(x, training=False).logits.shape == (2, 10)
     shapes = {v.path: tuple(v.shape) for v in m.weights}
     # Layer 2 (after the reductions at 0 and 1): 8x8, 5 nodes x 4F.
     assert shapes["child/aux_head/proj/w"] == (1, 1, 5 * 4 * F, 128)
@@ -465,9 +468,10 @@ def test_aux_head_in_training_and_its_weights_left_to_the_optimiser():
     assert shapes["child/aux_head/fc/w"] == (768, 10)
     logits, aux = m(x, training=True, step=tf.constant(0))
     assert logits.shape == aux.shape == (2, 10)
-    out = m.outputs(x, training=True, step=tf.constant(0))
+    out = m(x, training=True, step=tf.constant(0))
+    assert isinstance(out, ChildOutput)
     assert out.logits.shape == out.aux_logits.shape == (2, 10)
-    assert m.outputs(x, training=False).aux_logits is None
+    assert m(x, training=False).aux_logits is None
     assert m.takes_step is True
     aux_vars = {id(v) for v in m.aux_head.trainable_weights}
     assert len(aux_vars) == 7
@@ -503,7 +507,10 @@ def test_search_child_with_aux_head():
     arc = tf.constant(random_arc(np.random.default_rng(6), 2))
     logits, aux = m(images(2, 32), training=True, arc=arc)
     assert logits.shape == aux.shape == (2, 10)
-    assert m(images(2, 32), training=False, arc=arc).shape == (2, 10)
+    out = m(images(2, 32), training=False, arc=arc)
+    assert out.logits.shape == (2, 10) and out.aux_logits is None
+    # The search child's call takes no step (drop-path is fixed-arc only).
+    assert m.takes_step is False
 
 
 # ---------------------------------------------------------------- NCHW
@@ -523,9 +530,9 @@ def test_nchw_gives_the_same_logits_as_nhwc_where_a_gpu_is_present(
     for va, vb in zip(a.weights, b.weights):
         vb.assign(va)
     for training in (False, True):
-        np.testing.assert_allclose(a(x, training=training, **kw).numpy(),
-                                   b(x, training=training, **kw).numpy(),
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            a(x, training=training, **kw).logits.numpy(),
+            b(x, training=training, **kw).logits.numpy(), atol=1e-4)
 
 
 # ---------------------------------------------------------------- golden
@@ -566,7 +573,8 @@ def golden(request):
     fixed = None
     if cfg["fixed_arc"]:
         fixed = arcs.MicroArc.parse(cfg["fixed_arc"], cfg["num_cells"])
-    m = MicroChild(MicroConfig(
+    child_class = SearchMicroChild if fixed is None else FixedMicroChild
+    m = child_class(MicroConfig(
         num_layers=cfg["num_layers"], num_cells=cfg["num_cells"],
         out_filters=cfg["out_filters"], keep_prob=cfg["keep_prob"],
         drop_path_keep_prob=cfg["drop_path_keep_prob"],
@@ -610,7 +618,8 @@ def test_golden_logits_equal_the_reference(golden):
     load_reference_weights(m.weights, str(case / "ckpt" / "model.ckpt-3"))
     if name == "micro_fixed":
         # The test graph: batch norm on the moving statistics.
-        logits = m(tf.constant(inputs["test_x"]), training=False).numpy()
+        logits = m(tf.constant(inputs["test_x"]),
+                   training=False).logits.numpy()
         np.testing.assert_allclose(logits, outputs["test_logits"], atol=1e-4)
         return
     # The valid graph of the search child runs in training mode (batch

@@ -19,11 +19,12 @@ from src.macro import arcs as macro_arcs
 from src.micro import arcs as micro_arcs
 from src.cifar10.child_trainer import ChildTrainer
 from src.cifar10.image_ops import BatchNorm, MaskedBatchNorm, RowBatchNorm
-from src.macro.child import MacroChild, MacroConfig
-from src.micro.child import MicroChild, MicroConfig
+from src.macro.child import FixedMacroChild, MacroConfig, SearchMacroChild
+from src.micro.child import FixedMicroChild, MicroConfig, SearchMicroChild
 from src.errors import UserError
 from src.ptb.arcs import PtbArc
-from src.ptb.ptb_child import PtbBatchNorm, PtbChild, PtbChildConfig
+from src.ptb.ptb_child import FixedPtbChild, PtbBatchNorm, PtbChildConfig
+from src.ptb.space import SPACE as PTB
 from src.ptb.ptb_trainer import PtbTrainConfig, PtbTrainer
 from src.train_ops import TrainConfig
 
@@ -58,24 +59,25 @@ def build_under(mixed, make):
 def cifar_case(kind, mixed, jit_compile=False):
     cfg = TrainConfig(l2_reg=1e-4, clip_mode="norm", grad_bound=5.0)
     if kind == "macro_fixed":
-        child = MacroChild(MacroConfig(
+        child = FixedMacroChild(MacroConfig(
             num_layers=2, out_filters=4, num_branches=4, keep_prob=0.9,
             fixed_arc=macro_arcs.MacroArc.parse(MACRO_FIXED_ARC, 2, 4, True),
             seed=1))
         arc_fn, eval_training = None, False
     elif kind == "macro_search":
-        child = MacroChild(MacroConfig(num_layers=2, out_filters=4,
-                                       num_branches=4, keep_prob=0.9, seed=1))
+        child = SearchMacroChild(MacroConfig(
+            num_layers=2, out_filters=4, num_branches=4, keep_prob=0.9,
+            seed=1))
         arc = tf.constant(MACRO_SEARCH_ARC, tf.int32)
         arc_fn, eval_training = (lambda: arc), False
     elif kind == "micro_search":
-        child = MicroChild(MicroConfig(num_layers=0, num_cells=1,
-                                       out_filters=4, seed=1))
+        child = SearchMicroChild(MicroConfig(num_layers=0, num_cells=1,
+                                             out_filters=4, seed=1))
         arc = tf.constant(micro_arcs.MicroArc.parse(MICRO_ARC, 1).to_list(),
                           tf.int32)
         arc_fn, eval_training = (lambda: arc), True
     elif kind == "micro_fixed":
-        child = MicroChild(MicroConfig(
+        child = FixedMicroChild(MicroConfig(
             num_layers=1, num_cells=1, out_filters=4, keep_prob=0.9,
             drop_path_keep_prob=0.6, use_aux_heads=True, num_train_steps=10,
             fixed_arc=micro_arcs.MicroArc.parse(MICRO_ARC, 1), seed=1))
@@ -90,7 +92,7 @@ def cifar_case(kind, mixed, jit_compile=False):
 
 def ptb_case(kind, mixed, jit_compile=None, keep=0.8):
     fixed = PtbArc.parse(PTB_ARC, 3) if kind == "ptb_fixed" else None
-    child = PtbChild(PtbChildConfig(
+    child = PTB.build_child(PtbChildConfig(
         vocab_size=17, hidden_size=4, rhn_depth=3, batch_size=2,
         bptt_steps=5, fixed_arc=fixed, e_keep=keep, x_keep=keep,
         h_keep=keep, o_keep=keep, seed=1))
@@ -204,10 +206,9 @@ def test_mixed_step_runs_close_to_float32_with_float32_bn_and_logits(
 
 def test_a_float16_child_needs_loss_scaling(restore_policy):
     with precision.policy_scope(precision.MIXED_POLICY):
-        child = PtbChild(PtbChildConfig(vocab_size=17, hidden_size=4,
-                                        rhn_depth=3, batch_size=2,
-                                        bptt_steps=5,
-                                        fixed_arc=PtbArc.parse(PTB_ARC, 3)))
+        child = FixedPtbChild(PtbChildConfig(
+            vocab_size=17, hidden_size=4, rhn_depth=3, batch_size=2,
+            bptt_steps=5, fixed_arc=PtbArc.parse(PTB_ARC, 3)))
     with pytest.raises(ValueError, match="mixed_precision=True"):
         PtbTrainer(child, PtbTrainConfig())
 

@@ -11,9 +11,10 @@ import tensorflow as tf
 from src.errors import UserError
 from src.ptb import ptb_child
 from src.ptb.arcs import PTB_FUNCS, PtbArc
-from src.ptb.ptb_child import (PTB_FUNC_TABLE, BakedArc, PtbBatchNorm,
-                               PtbChild, PtbChildConfig, apply_activation,
-                               count_params, embedding_mask, init_range)
+from src.ptb.ptb_child import (PTB_FUNC_TABLE, BakedArc, FixedPtbChild,
+                               PtbBatchNorm, PtbChildConfig, SearchPtbChild,
+                               apply_activation, count_params,
+                               embedding_mask, init_range)
 
 V, H, D, B = 13, 4, 4, 3
 
@@ -181,7 +182,7 @@ def test_init_range_follows_the_hidden_size():
 # ------------------------------------------------------ names and shapes
 
 def test_fixed_mode_names_and_shapes():
-    child = PtbChild(config(arc=ARCS[0], num_layers=2))
+    child = FixedPtbChild(config(arc=ARCS[0], num_layers=2))
     shapes = {v.path: tuple(v.shape) for v in child.weights}
     m = "ptb_enas_model/"
     expected = {m + "embedding/w": (V, H)}
@@ -205,7 +206,7 @@ def test_fixed_mode_names_and_shapes():
 
 def test_search_mode_names_and_shapes():
     f = 4
-    child = PtbChild(config())
+    child = SearchPtbChild(config())
     shapes = {v.path: tuple(v.shape) for v in child.weights}
     m = "ptb_enas_model/"
     assert shapes[m + "rnn/layer_0/w_prev"] == (2 * f * H, 2 * H)
@@ -233,20 +234,21 @@ def test_search_mode_names_and_shapes():
 
 def test_search_parameter_count_equals_the_reference():
     # ptb_controller golden: hidden 64, depth 12, 10000 words -> 2871424.
-    child = PtbChild(PtbChildConfig(vocab_size=10000, hidden_size=64,
-                                    rhn_depth=12, batch_size=2, bptt_steps=2))
+    child = SearchPtbChild(PtbChildConfig(vocab_size=10000, hidden_size=64,
+                                          rhn_depth=12, batch_size=2,
+                                          bptt_steps=2))
     assert count_params(child.trainable_weights) == 2871424
 
 
 def test_initial_values_are_uniform_in_the_range_and_seeded():
-    a = PtbChild(config(seed=5))
-    b = PtbChild(config(seed=5))
+    a = SearchPtbChild(config(seed=5))
+    b = SearchPtbChild(config(seed=5))
     for va, vb in zip(a.trainable_weights, b.trainable_weights):
         np.testing.assert_array_equal(va.numpy(), vb.numpy())
     w = a.w_node(0, 3).numpy()
     assert np.abs(w).max() <= 0.1 and w.std() > 0.03
     # One seed per variable: two weights of the same shape differ.
-    fixed = PtbChild(config(arc=ARCS[0], seed=5))
+    fixed = FixedPtbChild(config(arc=ARCS[0], seed=5))
     assert not np.array_equal(fixed.w_node(0, 1).numpy(),
                               fixed.w_node(0, 2).numpy())
 
@@ -257,6 +259,17 @@ def test_the_function_table_names_the_arcs_activations_in_order():
     assert [f.name for f in PTB_FUNC_TABLE] == list(PTB_FUNCS)
     assert [f.fn for f in PTB_FUNC_TABLE] == [tf.tanh, tf.nn.relu,
                                               tf.identity, tf.sigmoid]
+
+
+def test_the_fixed_and_the_search_child_are_two_classes():
+    fixed = FixedPtbChild(config(arc=ARCS[0]))
+    search = SearchPtbChild(config())
+    assert not fixed.searching and search.searching
+    assert not fixed.bn_layers and search.bn_layers
+    with pytest.raises(ValueError, match="fixed_arc"):
+        FixedPtbChild(config())
+    with pytest.raises(ValueError, match="fixed_arc"):
+        SearchPtbChild(config(arc=ARCS[0]))
 
 
 @pytest.mark.parametrize("func", range(4))
@@ -272,7 +285,7 @@ def test_each_activation(func):
 @pytest.mark.parametrize("text", ARCS)
 @pytest.mark.parametrize("l_skip", [False, True])
 def test_fixed_mode_equals_numpy(text, l_skip):
-    child = PtbChild(config(arc=text, l_skip=l_skip))
+    child = FixedPtbChild(config(arc=text, l_skip=l_skip))
     randomize(child)
     toks = tokens()
     state = np.random.default_rng(1).normal(0, 1, (1, B, H))
@@ -289,7 +302,7 @@ def test_every_function_at_every_node_equals_numpy():
         text = " ".join([str(funcs[0])] + ["{} {}".format(max(0, i - 2),
                                                           funcs[i])
                                            for i in range(1, D)])
-        child = PtbChild(config(arc=text))
+        child = FixedPtbChild(config(arc=text))
         randomize(child, seed=shift)
         toks = tokens(seed=shift)
         out, _ = child(toks, child.zero_state(B))
@@ -301,7 +314,7 @@ def test_every_function_at_every_node_equals_numpy():
 @pytest.mark.parametrize("text", ARCS)
 @pytest.mark.parametrize("training", [False, True])
 def test_search_mode_with_batch_norm_equals_numpy(text, training):
-    child = PtbChild(config(num_layers=2))
+    child = SearchPtbChild(config(num_layers=2))
     randomize(child)
     random_bn_stats(child)
     arc = PtbArc.parse(text, D)
@@ -315,7 +328,7 @@ def test_search_mode_with_batch_norm_equals_numpy(text, training):
 
 
 def test_baked_search_arc_equals_the_gated_one():
-    child = PtbChild(config())
+    child = SearchPtbChild(config())
     randomize(child)
     random_bn_stats(child)
     toks = tokens()
@@ -332,8 +345,8 @@ def test_baked_search_arc_equals_the_gated_one():
 def test_fixed_and_search_agree_on_the_same_blocks():
     for text in ARCS:
         arc = PtbArc.parse(text, D)
-        fixed = PtbChild(config(arc=arc))
-        search = PtbChild(config())
+        fixed = FixedPtbChild(config(arc=arc))
+        search = SearchPtbChild(config())
         randomize(fixed, seed=7)
         randomize(search, seed=8)
         neutral_search_bn(search)
@@ -357,8 +370,8 @@ def test_fixed_and_search_agree_on_the_same_blocks():
 def test_two_layers_build_and_equal_numpy():
     # Bug 9 of the reference (h_mask appended to itself) is fixed: one
     # x_mask and h_mask per layer, layer 1 reads layer 0's output.
-    child = PtbChild(config(arc=ARCS[0], num_layers=2, x_keep=0.7,
-                            h_keep=0.6))
+    child = FixedPtbChild(config(arc=ARCS[0], num_layers=2, x_keep=0.7,
+                                 h_keep=0.6))
     randomize(child)
     toks = tokens()
     out, nxt = child(toks, child.zero_state(B))
@@ -372,7 +385,8 @@ def test_two_layers_build_and_equal_numpy():
 
 @pytest.mark.parametrize("search", [False, True])
 def test_state_carry_across_windows_equals_one_long_window(search):
-    child = PtbChild(config(arc=None if search else ARCS[1]))
+    child = (SearchPtbChild if search else FixedPtbChild)(
+        config(arc=None if search else ARCS[1]))
     randomize(child)
     if search:
         random_bn_stats(child)
@@ -387,8 +401,8 @@ def test_state_carry_across_windows_equals_one_long_window(search):
 
 
 def test_unrolled_and_while_loop_agree():
-    loop = PtbChild(config(arc=ARCS[0], unroll_max_steps=0))
-    unrolled = PtbChild(config(arc=ARCS[0], unroll_max_steps=64))
+    loop = FixedPtbChild(config(arc=ARCS[0], unroll_max_steps=0))
+    unrolled = FixedPtbChild(config(arc=ARCS[0], unroll_max_steps=64))
     for a, b in zip(loop.trainable_weights, unrolled.trainable_weights):
         b.assign(a)
     toks = tokens()
@@ -401,7 +415,7 @@ def test_unrolled_and_while_loop_agree():
 
 
 def test_logits_are_tied_to_the_embedding_and_nll_is_cross_entropy():
-    child = PtbChild(config(arc=ARCS[0]))
+    child = FixedPtbChild(config(arc=ARCS[0]))
     randomize(child)
     toks, labels = tokens(), tokens(seed=9)
     nll, outputs, _ = child.token_nll(toks, labels, child.zero_state(B))
@@ -470,8 +484,8 @@ def test_masks_are_fixed_over_the_window_and_applied_as_the_reference(
         return m
 
     monkeypatch.setattr(ptb_child, "variational_mask", recording)
-    child = PtbChild(config(arc=ARCS[1], num_layers=2, e_keep=0.5,
-                            x_keep=0.7, h_keep=0.6, o_keep=0.8))
+    child = FixedPtbChild(config(arc=ARCS[1], num_layers=2, e_keep=0.5,
+                                 x_keep=0.7, h_keep=0.6, o_keep=0.8))
     randomize(child)
     toks = tokens(t=8, vocab=4)   # few words: repeats in every row
     out, nxt = child(toks, child.zero_state(B), training=True)
@@ -495,8 +509,8 @@ def test_masks_are_fixed_over_the_window_and_applied_as_the_reference(
 
 
 def test_no_dropout_in_evaluation_and_fresh_masks_each_training_call():
-    child = PtbChild(config(arc=ARCS[0], e_keep=0.5, x_keep=0.5, h_keep=0.5,
-                            o_keep=0.5))
+    child = FixedPtbChild(config(arc=ARCS[0], e_keep=0.5, x_keep=0.5,
+                                 h_keep=0.5, o_keep=0.5))
     randomize(child)
     toks = tokens()
     a, _ = child(toks, child.zero_state(B))
@@ -542,7 +556,8 @@ def test_first_update_makes_the_moving_mean_the_batch_mean():
 
 @pytest.mark.parametrize("driver", ["loop", "unrolled"])
 def test_training_call_updates_statistics_once_per_step_per_node(driver):
-    child = PtbChild(config(unroll_max_steps=0 if driver == "loop" else 64))
+    child = SearchPtbChild(config(
+        unroll_max_steps=0 if driver == "loop" else 64))
     randomize(child)
     random_bn_stats(child)
     before = {v.path: v.numpy() for v in child.non_trainable_weights}
@@ -573,7 +588,7 @@ def test_training_call_updates_statistics_once_per_step_per_node(driver):
 
 
 def test_evaluation_leaves_the_statistics_alone():
-    child = PtbChild(config())
+    child = SearchPtbChild(config())
     random_bn_stats(child)
     before = [v.numpy() for v in child.non_trainable_weights]
     child(tokens(), child.zero_state(B), arc=PtbArc.parse(ARCS[0], D).to_list())
@@ -584,7 +599,7 @@ def test_evaluation_leaves_the_statistics_alone():
 # ------------------------------------------------- tracing and gradients
 
 def test_one_trace_serves_every_arc():
-    child = PtbChild(config())
+    child = SearchPtbChild(config())
     fn = tf.function(lambda x, a: child(x, child.zero_state(B), arc=a,
                                         training=True)[0],
                      input_signature=[tf.TensorSpec([B, 6], tf.int32),
@@ -596,7 +611,7 @@ def test_one_trace_serves_every_arc():
 
 
 def test_gradients_reach_only_the_chosen_blocks():
-    child = PtbChild(config())
+    child = SearchPtbChild(config())
     arc = PtbArc.parse(ARCS[1], D)
     toks = tokens()
     with tf.GradientTape() as tape:

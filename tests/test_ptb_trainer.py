@@ -11,9 +11,10 @@ import tensorflow as tf
 
 from src import schedules
 from src.ptb.arcs import PtbArc
-from src.ptb.ptb_child import PtbChild, PtbChildConfig
+from src.ptb.ptb_child import PtbChildConfig
 from src.ptb.data import batch_rows as stream_rows, num_windows
 from src.ptb.ptb_trainer import PtbTrainConfig, PtbTrainer, progress_points
+from src.ptb.space import SPACE as PTB
 from src.train_ops import l2_loss
 
 V, H, D, B, T = 17, 4, 3, 2, 5
@@ -26,7 +27,7 @@ def child(arc=ARC, **kw):
                 bptt_steps=T, seed=1)
     base.update(kw)
     fixed = None if arc is None else PtbArc.parse(arc, base["rhn_depth"])
-    c = PtbChild(PtbChildConfig(fixed_arc=fixed, **base))
+    c = PTB.build_child(PtbChildConfig(fixed_arc=fixed, **base))
     rng = np.random.default_rng(0)
     for v in c.trainable_weights:
         if not v.path.endswith(("/scale", "/offset")):

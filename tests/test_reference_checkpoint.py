@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from src import registry
 from src.macro import arcs as macro_arcs
 from src.micro import arcs as micro_arcs
-from src.macro.child import MacroChild, MacroConfig
+from src.macro.child import MacroConfig
 from src.macro.controller import MacroController, MacroControllerConfig
-from src.micro.child import MicroChild, MicroConfig
+from src.micro.child import MicroConfig
 from src.micro.controller import MicroController, MicroControllerConfig
 from src.errors import UserError
 from src.ptb.arcs import PtbArc
-from src.ptb.ptb_child import PtbChild, PtbChildConfig
+from src.ptb.ptb_child import PtbChildConfig
 from src.ptb.ptb_controller import PtbController, PtbControllerConfig
 from src.reference_checkpoint import (import_reference_checkpoint,
                                       load_reference_weights,
@@ -45,15 +46,15 @@ def tiny_child(kind, seed=1):
             whole_channels=kind != "macro_search_channels",
             fixed_arc=macro_arcs.MacroArc.parse(MACRO_ARC, 3, 4, True)
             if fixed else None, seed=seed)
-        child = MacroChild(cfg)
+        child = registry.space("macro").build_child(cfg)
     elif kind.startswith("micro"):
         cfg = MicroConfig(
             num_layers=1, num_cells=2, out_filters=4, use_aux_heads=True,
             fixed_arc=micro_arcs.MicroArc.parse(MICRO_ARC, 2)
             if kind == "micro_fixed" else None, seed=seed)
-        child = MicroChild(cfg)
+        child = registry.space("micro").build_child(cfg)
     else:
-        return PtbChild(PtbChildConfig(
+        return registry.space("ptb").build_child(PtbChildConfig(
             vocab_size=30, hidden_size=8, num_layers=1, rhn_depth=3,
             fixed_arc=PtbArc.parse(PTB_ARC, 3)
             if kind == "ptb_fixed" else None,

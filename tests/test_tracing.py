@@ -58,11 +58,11 @@ def cifar_search(space, tmp_path):
     from src.search import ControllerPhase
 
     if space == "macro":
-        from src.macro.child import MacroChild, MacroConfig
+        from src.macro.child import MacroConfig, SearchMacroChild
         from src.macro.controller import MacroControllerConfig
         child_cfg = MacroConfig(num_layers=2, out_filters=4, num_branches=4,
                                 keep_prob=0.9, seed=1)
-        child = MacroChild(child_cfg)
+        child = SearchMacroChild(child_cfg)
         ctrl_cfg = MacroControllerConfig(
             num_layers=2, num_branches=4, out_filters=4, lstm_size=8,
             tanh_constant=1.5, skip_target=0.4, skip_weight=0.8, seed=3)
@@ -70,11 +70,11 @@ def cifar_search(space, tmp_path):
                                     skip_weight=0.8)
         training_mode = False
     else:
-        from src.micro.child import MicroChild, MicroConfig
+        from src.micro.child import MicroConfig, SearchMicroChild
         from src.micro.controller import MicroControllerConfig
         child_cfg = MicroConfig(num_layers=0, num_cells=1, out_filters=4,
                                 keep_prob=0.9, seed=1)
-        child = MicroChild(child_cfg)
+        child = SearchMicroChild(child_cfg)
         ctrl_cfg = MicroControllerConfig(num_cells=1, num_branches=5,
                                          lstm_size=8, tanh_constant=1.1,
                                          op_tanh_reduce=2.5, seed=3)
@@ -133,7 +133,7 @@ def test_cifar_search_traces_once_over_many_arcs(space, tmp_path):
 
 def test_ptb_search_traces_once_over_many_arcs(tmp_path):
     from src.ptb.data import batch_rows
-    from src.ptb.ptb_child import PtbChild, PtbChildConfig
+    from src.ptb.ptb_child import PtbChildConfig, SearchPtbChild
     from src.ptb.ptb_controller import PtbController, PtbControllerConfig
     from src.ptb.ptb_trainer import PtbTrainConfig, PtbTrainer
     from src import registry
@@ -145,7 +145,7 @@ def test_ptb_search_traces_once_over_many_arcs(tmp_path):
                                rhn_depth=depth, batch_size=b, bptt_steps=t,
                                e_keep=0.8, x_keep=0.8, h_keep=0.8,
                                o_keep=0.8, seed=1)
-    child = PtbChild(child_cfg)
+    child = SearchPtbChild(child_cfg)
     cfg = types.SimpleNamespace(
         controller=PtbControllerConfig(rhn_depth=depth, lstm_size=8,
                                        tanh_constant=2.5, temperature=5.0,

@@ -42,8 +42,8 @@ class ChildTrainer:
     train_aux_head: children with an aux head (the micro child) leave its
     weights out of the optimiser, as the reference, unless this is set.
 
-    child: a CIFAR child (`MacroChild`, `MicroChild`): its
-    `outputs(images, training, ...)` gives a `ChildOutput(logits,
+    child: a CIFAR child (`src.macro.child`, `src.micro.child`): its
+    `child(images, training, ...)` gives a `ChildOutput(logits,
     aux_logits)`; with aux logits (the micro child's
     aux head, in training) the objective is cross-entropy + 0.4 x aux
     cross-entropy, and the logged loss the first term alone, as the
@@ -119,7 +119,7 @@ class ChildTrainer:
             kwargs["arc"] = self.arc_fn()
         if self.child.takes_step:
             kwargs["step"] = self.optimizer.iterations
-        return self.child.outputs(images, training=training, **kwargs)
+        return self.child(images, training=training, **kwargs)
 
     def _train_step(self, images, labels):
         with tf.GradientTape() as tape:

@@ -46,8 +46,8 @@ def gpu_available():
 
 class CifarSpace(SearchSpace):
     """A CIFAR-10 search space: subclasses set `name`, `search_for`,
-    `arc_class` and implement `configs`, `build_child`, `build_lstm_controller`,
-    `parse_arc`, `printout`, `arc_record`."""
+    `arc_class`, `fixed_child`, `search_child` and implement `configs`,
+    `build_lstm_controller`, `parse_arc`, `printout`, `arc_record`."""
     entry = "cifar10"
     model_name = "child"
     # The reinforce config's skip penalty weight comes from the flags.
@@ -69,7 +69,7 @@ class CifarSpace(SearchSpace):
     def build_variables(self, child):
         # Zeros are a valid arc of every space (op 0, input 0, no skips).
         kwargs = {}
-        if child.cfg.fixed_arc is None:
+        if child.searching:
             kwargs["arc"] = tf.zeros([child.cfg.arc_length], tf.int32)
         child(tf.zeros([1, 32, 32, 3]), training=False, **kwargs)
 
@@ -101,8 +101,8 @@ class CifarSpace(SearchSpace):
             return None, None
         return data.mean, data.std
 
-    def open_session(self, cfg):
-        return CifarSession(self, cfg)
+    def open_session(self, cfg, data=None):
+        return CifarSession(self, cfg, data=data)
 
 
 def config_from_flags(space, f):
@@ -193,8 +193,8 @@ def phase_hooks(cfg, child, data):
     def reward(arc, images, labels):
         # The reference's build_valid_rl: the child on a shuffled
         # validation batch, accuracy over batch_size.
-        logits = child.outputs(images, training=cfg.eval_training_mode,
-                               arc=arc).logits
+        logits = child(images, training=cfg.eval_training_mode,
+                       arc=arc).logits
         return tf.cast(num_correct(logits, labels),
                        tf.float32) / batch_size
 

@@ -1,20 +1,23 @@
 """The macro search space's child network (the reference's `GeneralChild`).
 
-Fixed-architecture mode (`--child_fixed_arc`): a stem convolution, then
+Two classes share the stem (`stem_conv`) and the classifier (`fc`), and
+return `ChildOutput(logits, None)`; the space's `build_child` picks one.
+
+`FixedMacroChild` (`--child_fixed_arc`): a stem convolution, then
 `num_layers` layers, each one op of the macro op table whose output is
 concatenated with the skip inputs the arc names and mixed by a 1x1
 convolution; after the two pool layers every layer so far is reduced by a
 factorized reduction and the filters double. Global average pool, dropout,
 a 10-way linear classifier.
 
-Search mode (no fixed arc, the reference's `_enas_layer`): every layer
-holds the weights of every op (`branch_0` .. `branch_{num_branches-1}`) and
-the architecture is an int32 tensor given at call time (`child(images,
-training, arc=arc)`), in the flat encoding of `arcs.MacroArc`, so one traced
-function serves every arc. Whole channels: the layer runs only the op the
-arc names (`tf.switch_case`). Per channel: every branch computes the output
-channels [start, start + count) the arc gives it, and `final_conv` mixes
-them. Skip inputs are summed with the layer's output and batch-normalised;
+`SearchMacroChild` (no fixed arc, the reference's `_enas_layer`): every
+layer holds the weights of every op (`branch_0` ..
+`branch_{num_branches-1}`) and the architecture is an int32 tensor given at
+call time (`child(images, training, arc=arc)`), in the flat encoding of
+`arcs.MacroArc`, so one traced function serves every arc. Whole channels:
+the layer runs only the op the arc names (`tf.switch_case`). Per channel:
+every branch computes the output channels [start, start + count) the arc
+gives it, and `final_conv` mixes them. Skip inputs are summed with the layer's output and batch-normalised;
 the filters never double.
 
 Variable paths mirror the reference's scopes: `child/stem_conv/w`,
@@ -459,63 +462,125 @@ class SearchMacroLayer(keras.layers.Layer):
 
 
 class MacroChild(keras.layers.Layer):
-    """The macro child network: images [N, H, W, 3] (NHWC, normalised; H and
-    W divisible by 4, 32 for CIFAR-10) -> logits [N, 10]. With
-    `data_format="NCHW"` it transposes its input and computes in NCHW.
+    """What the two macro children share: images [N, H, W, 3] (NHWC,
+    normalised; H and W divisible by 4, 32 for CIFAR-10) -> the stem
+    convolution (`stem_conv`), the subclass's `num_layers` layers
+    (`macro_layers`), the classifier (`fc`), returned as `ChildOutput(logits
+    [N, 10], None)`. With `data_format="NCHW"` it transposes its input and
+    computes in NCHW.
 
-    Fixed mode (`cfg.fixed_arc` set): `child(images, training)`.
-    Search mode (`cfg.fixed_arc` None): `child(images, training, arc=arc)`
-    with `arc` an int32 tensor of `cfg.arc_length` values in the flat
-    encoding of `arcs.MacroArc` (one traced function serves every arc), or
-    a BakedArc (Python values fixed at trace time: the benchmark's floor).
-
-    What a trainer asks of every CIFAR child (`ChildTrainer`):
-    `outputs(images, training, **kwargs)` (a `ChildOutput`, aux_logits None
-    here), `takes_step` (whether `call` takes the global step: False here)
-    and `optimizer_variables(train_aux_head)`.
+    `FixedMacroChild` (a fixed arc) and `SearchMacroChild` (the arc given at
+    call time) build the layers; the space's `build_child` picks the one a
+    config asks for. What a trainer asks of every CIFAR child (`ChildTrainer`):
+    `call` returning a `ChildOutput`, `takes_step` (whether `call` takes the
+    global step: False here) and `optimizer_variables(train_aux_head)`;
+    `searching` says whether `call` takes an arc.
     """
 
+    searching = None
     # `call` takes no `step` (nothing here depends on training progress).
     takes_step = False
 
     def __init__(self, cfg, name="child", **kwargs):
         super().__init__(name=name, **kwargs)
+        self.check_config(cfg)
+        self.cfg = cfg
+        self.pool_layers = arcs.pool_layers(cfg.num_layers)
+        self.stem_conv = ConvBN(cfg.out_filters, 3,
+                                data_format=cfg.data_format, name="stem_conv")
+        self.macro_layers = []
+        self.build_layers()
+        self.fc = Classifier(10, keep_prob=cfg.keep_prob,
+                             data_format=cfg.data_format, seed=cfg.seed)
+
+    def check_config(self, cfg):
+        """UserError unless this child can be built from `cfg`."""
         cfg.validate()
-        if cfg.fixed_arc is not None and not cfg.whole_channels:
+
+    def build_layers(self):
+        """Appends the `num_layers` layers to `self.macro_layers`."""
+        raise NotImplementedError
+
+    def stem(self, images, training):
+        """The stem's output, [N, H, W, out_filters] (NCHW transposed)."""
+        x = images
+        if self.cfg.data_format == "NCHW":
+            x = tf.transpose(x, [0, 3, 1, 2])
+        return self.stem_conv(x, training=training)
+
+    def head(self, x, training):
+        """The classifier on the last layer's output, as a ChildOutput."""
+        return ChildOutput(self.fc(x, training=training), None)
+
+    def optimizer_variables(self, train_aux_head=False):
+        """The variables the optimiser updates (and the L2 term covers):
+        every trainable weight (there is no aux head; `train_aux_head` is
+        accepted for the common interface and changes nothing)."""
+        return list(self.trainable_variables)
+
+
+class FixedMacroChild(MacroChild):
+    """The macro network of one architecture (`cfg.fixed_arc`, whole
+    channels): `child(images, training)` -> ChildOutput. Its layers are
+    `FixedMacroLayer`s; after each pool layer the filters double."""
+
+    searching = False
+
+    def check_config(self, cfg):
+        super().check_config(cfg)
+        if cfg.fixed_arc is None:
+            raise ValueError("FixedMacroChild needs cfg.fixed_arc: build "
+                             "SearchMacroChild to search")
+        if not cfg.whole_channels:
             raise UserError(
                 "a fixed macro arc without whole channels is not supported "
                 "yet: pass --controller_search_whole_channels")
-        self.cfg = cfg
-        df = cfg.data_format
-        self.pool_layers = arcs.pool_layers(cfg.num_layers)
-        self.stem_conv = ConvBN(cfg.out_filters, 3, data_format=df,
-                                name="stem_conv")
+
+    def build_layers(self):
+        cfg, arc = self.cfg, self.cfg.fixed_arc
         filters = cfg.out_filters
-        self.macro_layers = []
-        arc = cfg.fixed_arc
         for layer_id in range(cfg.num_layers):
-            if arc is None:
-                # Search mode keeps `out_filters` everywhere.
-                self.macro_layers.append(SearchMacroLayer(
-                    layer_id, filters, cfg.num_branches, cfg.whole_channels,
-                    pool=layer_id in self.pool_layers, data_format=df))
-                continue
             pool_filters = None
             if layer_id in self.pool_layers:
                 pool_filters = 2 * filters
             self.macro_layers.append(FixedMacroLayer(
                 layer_id, arc.ops[layer_id], arc.skips[layer_id], filters,
                 separable=cfg.fixed_separable, pool_filters=pool_filters,
-                data_format=df))
+                data_format=cfg.data_format))
             filters = pool_filters or filters
-        self.fc = Classifier(10, keep_prob=cfg.keep_prob, data_format=df,
-                             seed=cfg.seed)
 
-    @property
-    def searching(self):
-        return self.cfg.fixed_arc is None
+    def call(self, images, training=False):
+        layers = [self.stem(images, training)]
+        for layer in self.macro_layers:
+            layers = layer(layers, training=training)
+        return self.head(layers[-1], training)
 
-    def _search_arc(self, arc):
+
+class SearchMacroChild(MacroChild):
+    """The macro search network (shared weights of every op):
+    `child(images, training, arc=arc)` -> ChildOutput, `arc` an int32
+    tensor of `cfg.arc_length` values in the flat encoding of
+    `arcs.MacroArc` (one traced function serves every arc), or a BakedArc
+    (Python values fixed at trace time: the benchmark's floor). Its layers
+    are `SearchMacroLayer`s, all with `out_filters` filters."""
+
+    searching = True
+
+    def check_config(self, cfg):
+        super().check_config(cfg)
+        if cfg.fixed_arc is not None:
+            raise ValueError("SearchMacroChild takes no cfg.fixed_arc: build "
+                             "FixedMacroChild for a fixed arc")
+
+    def build_layers(self):
+        cfg = self.cfg
+        for layer_id in range(cfg.num_layers):
+            self.macro_layers.append(SearchMacroLayer(
+                layer_id, cfg.out_filters, cfg.num_branches,
+                cfg.whole_channels, pool=layer_id in self.pool_layers,
+                data_format=cfg.data_format))
+
+    def _checked_arc(self, arc):
         if arc is None:
             raise ValueError("the macro search child needs an arc: call "
                              "child(images, training, arc=arc_tensor)")
@@ -537,35 +602,15 @@ class MacroChild(keras.layers.Layer):
         return arc
 
     def call(self, images, training=False, arc=None):
-        """arc: ignored in fixed mode; in search mode an int32 tensor
-        [cfg.arc_length]."""
-        x = images
-        if self.cfg.data_format == "NCHW":
-            x = tf.transpose(x, [0, 3, 1, 2])
-        x = self.stem_conv(x, training=training)
-        layers = [x]
-        if self.searching:
-            arc = self._search_arc(arc)
-            start_idx = 0
-            for layer in self.macro_layers:
-                layers = layer(layers, arc=arc, start_idx=start_idx,
-                               training=training)
-                start_idx += layer.arc_span
-        else:
-            for layer in self.macro_layers:
-                layers = layer(layers, training=training)
-        return self.fc(layers[-1], training=training)
-
-    def outputs(self, images, training=False, **kwargs):
-        """`self(images, training, **kwargs)` as a `ChildOutput(logits,
-        None)`: the macro child has no aux head."""
-        return ChildOutput(self(images, training=training, **kwargs), None)
-
-    def optimizer_variables(self, train_aux_head=False):
-        """The variables the optimiser updates (and the L2 term covers):
-        every trainable weight (there is no aux head; `train_aux_head` is
-        accepted for the common interface and changes nothing)."""
-        return list(self.trainable_variables)
+        """arc: an int32 tensor [cfg.arc_length] (or a BakedArc)."""
+        arc = self._checked_arc(arc)
+        layers = [self.stem(images, training)]
+        start_idx = 0
+        for layer in self.macro_layers:
+            layers = layer(layers, arc=arc, start_idx=start_idx,
+                           training=training)
+            start_idx += layer.arc_span
+        return self.head(layers[-1], training)
 
 
 def count_params(model):

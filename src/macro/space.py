@@ -3,7 +3,7 @@ its child and controller, and its arc printout."""
 
 import numpy as np
 
-from src.macro.child import MacroChild, MacroConfig
+from src.macro.child import FixedMacroChild, MacroConfig, SearchMacroChild
 from src.macro.controller import MacroController, MacroControllerConfig
 from src.cifar10.session import CifarSpace
 from src.errors import UserError
@@ -15,6 +15,8 @@ class MacroSpace(CifarSpace):
     name = "macro"
     search_for = "macro"
     arc_class = arcs.MacroArc
+    fixed_child = FixedMacroChild
+    search_child = SearchMacroChild
     uses_skip_weight = True
 
     def configs(self, f, out_filters, data_format, searching):
@@ -73,9 +75,6 @@ class MacroSpace(CifarSpace):
                                           minus=len(choices) - 1))
             choices += [bit(cfg.skip_target)] * layer
         return RandomPolicyConfig(tuple(choices), seed=cfg.seed)
-
-    def build_child(self, child_cfg):
-        return MacroChild(child_cfg)
 
     def build_lstm_controller(self, controller_cfg):
         return MacroController(controller_cfg)

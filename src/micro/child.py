@@ -10,9 +10,11 @@ cell's two inputs or an earlier node's output; the cell's output
 concatenates the nodes (inputs included) that no node reads. After the
 last layer: ReLU, global average pool, dropout, a 10-way linear layer
 (`fc`). With `use_aux_heads` an auxiliary classifier (`aux_head`) reads the
-layer after the second reduction, in training.
+layer after the second reduction, in training. Two classes share the stem,
+the classifier and the aux head, and return `ChildOutput(logits,
+aux_logits)`; the space's `build_child` picks one.
 
-Fixed-architecture mode (`cfg.fixed_arc`, the reference's `_fixed_layer`):
+`FixedMicroChild` (`cfg.fixed_arc`, the reference's `_fixed_layer`):
 the layer's second input goes through a 1x1 conv (`layer_base`); in a
 reduction cell the ops that read inputs 0 and 1 have stride 2 (separable
 convs and pools strided, identity a factorized reduction), and unread
@@ -20,10 +22,11 @@ inputs are reduced before the concatenation (`final_combine`); the ops'
 outputs (except identity) go through scheduled drop-path in training.
 The cell's output has (number of unread nodes) x filters channels.
 
-Search mode (no fixed arc, the reference's `_enas_layer`): every node input
-holds the weights of the two separable convs for every input it may read
-(rows of stacked matrices, chosen by the input index); the arc is an int32
-tensor given at call time, so one traced function serves every arc. Each
+`SearchMicroChild` (no fixed arc, the reference's `_enas_layer`): every
+node input holds the weights of the two separable convs for every input it
+may read (rows of stacked matrices, chosen by the input index); the arc is
+an int32 tensor given at call time, so one traced function serves every
+arc. Each
 node input is picked with `tf.switch_case` and only the chosen op runs
 (another `tf.switch_case`); the unread nodes are concatenated and mixed back
 to `filters` channels by a 1x1 conv whose weight rows belong to the nodes
@@ -53,7 +56,8 @@ from src.cifar10.image_ops import (AuxHead, BatchNorm, Classifier, ConvBN,
 from src.common_ops import TF1HeNormal
 from src.errors import UserError
 
-__all__ = ["MicroConfig", "MicroChild", "BakedArc", "ChildOutput",
+__all__ = ["MicroConfig", "MicroChild", "FixedMicroChild",
+           "SearchMicroChild", "BakedArc", "ChildOutput",
            "reduction_layers",
            "aux_head_layer", "drop_path_keep_prob"]
 
@@ -576,18 +580,17 @@ class SearchMicroLayer(keras.layers.Layer):
 # ------------------------------------------------------------- the child
 
 class MicroChild(keras.layers.Layer):
-    """The micro child network: images [N, H, W, 3] (NHWC, normalised; 32x32
-    for CIFAR-10) -> logits [N, 10]; in training with `use_aux_heads`,
-    `ChildOutput(logits, aux_logits)` (a tuple). With `data_format="NCHW"`
-    it transposes its input and computes in NCHW.
+    """What the two micro children share: images [N, H, W, 3] (NHWC,
+    normalised; 32x32 for CIFAR-10) -> the stem (`stem_conv`), the
+    subclass's `num_layers + 2` cell layers (`cell_layers`), the classifier
+    (`fc`) and the aux head (`aux_head`, with `use_aux_heads`), returned as
+    `ChildOutput(logits [N, 10], aux_logits)`: aux_logits [N, 10] in
+    training with an aux head, else None. With `data_format="NCHW"` it
+    transposes its input and computes in NCHW.
 
-    Fixed mode (`cfg.fixed_arc` set): `child(images, training, step=step)`,
-    step the global step (drop-path's progress; needed in training when
-    `drop_path_keep_prob` is set).
-    Search mode (`cfg.fixed_arc` None): `child(images, training, arc=arc)`
-    with `arc` an int32 tensor of `cfg.arc_length` values (normal cell, then
-    reduction cell, as arcs.MicroArc), or a BakedArc (Python values fixed at
-    trace time: the benchmark's floor).
+    `FixedMicroChild` (a fixed arc) and `SearchMicroChild` (the arc given at
+    call time) build the layers; the space's `build_child` picks the one a
+    config asks for.
 
     Batch norm: `training` selects batch or moving statistics everywhere,
     except that the search convs' batch norms (which keep no moving
@@ -595,18 +598,18 @@ class MicroChild(keras.layers.Layer):
     reference. The reference runs its search child in training mode in
     every pass; passing that is the caller's choice.
 
-    What a trainer asks of every CIFAR child (`ChildTrainer`):
-    `outputs(images, training, **kwargs)` (always a `ChildOutput`),
-    `takes_step` (True here: `call` takes the global step, drop-path's
-    progress) and `optimizer_variables(train_aux_head)`.
+    What a trainer asks of every CIFAR child (`ChildTrainer`): `call`
+    returning a `ChildOutput`, `takes_step` (whether `call` takes the global
+    step, drop-path's progress) and `optimizer_variables(train_aux_head)`;
+    `searching` says whether `call` takes an arc.
     """
 
-    # `call` takes `step` (fixed mode's drop-path; search mode ignores it).
-    takes_step = True
+    searching = None
+    takes_step = False
 
     def __init__(self, cfg, name="child", **kwargs):
         super().__init__(name=name, **kwargs)
-        cfg.validate()
+        self.check_config(cfg)
         self.cfg = cfg
         df = cfg.data_format
         self.reduction_layers = reduction_layers(cfg.num_layers)
@@ -614,55 +617,33 @@ class MicroChild(keras.layers.Layer):
                                if cfg.use_aux_heads else None)
         f = cfg.out_filters
         self.stem_conv = ConvBN(3 * f, 3, data_format=df, name="stem_conv")
-        # The two inputs of the next layer: (channels, reductions so far).
-        shapes = [(3 * f, 0), (3 * f, 0)]
-        filters = f
         self.cell_layers = []
-        # Search mode: the factorized reduction of the previous output at
-        # each reduction layer, in that layer's scope (`layer_{i}/...`).
-        self.reductions = []
+        # Per layer: (output channels, reductions so far).
         self.levels = []
-        for layer_id in range(cfg.num_layers + 2):
-            reduction = layer_id in self.reduction_layers
-            if reduction:
-                filters *= 2
-            if self.searching:
-                if reduction:
-                    self.reductions.append(FactorizedReduction(
-                        filters, data_format=df,
-                        name="layer_{}".format(layer_id)))
-                    shapes = [shapes[1], (filters, shapes[1][1] + 1)]
-                else:
-                    self.reductions.append(None)
-                layer = SearchMicroLayer(
-                    layer_id, cfg.num_cells, (shapes[0][0], shapes[1][0]),
-                    shapes[0][1] != shapes[1][1], filters, data_format=df)
-                out = (filters, shapes[1][1])
-            else:
-                which = "reduction" if reduction else "normal"
-                outputs = cfg.fixed_arc.outputs(which)
-                layer = FixedMicroLayer(
-                    layer_id, cfg.fixed_arc.cell(which), outputs,
-                    (shapes[0][0], shapes[1][0]),
-                    shapes[0][1] != shapes[1][1], filters, reduction,
-                    data_format=df)
-                out = (len(outputs) * filters,
-                       shapes[1][1] + (1 if reduction else 0))
-            self.cell_layers.append(layer)
-            self.levels.append(out)
-            shapes = [shapes[1], out]
+        self.build_layers()
         self.aux_head = AuxHead(10, data_format=df) if cfg.use_aux_heads \
             else None
         self.fc = Classifier(10, keep_prob=cfg.keep_prob, data_format=df,
                              seed=cfg.seed)
-        self.drop_path_seed = None
-        if not self.searching and cfg.drop_path_keep_prob is not None:
-            self.drop_path_seed = keras.random.SeedGenerator(
-                cfg.seed, name="drop_path_seed")
 
-    @property
-    def searching(self):
-        return self.cfg.fixed_arc is None
+    def check_config(self, cfg):
+        """UserError unless this child can be built from `cfg`."""
+        cfg.validate()
+
+    def build_layers(self):
+        """Appends each layer to `self.cell_layers` and its (output
+        channels, reductions so far) to `self.levels`."""
+        raise NotImplementedError
+
+    def layer_specs(self):
+        """(layer_id, reduction, filters) of every layer, in order: the
+        filters double at each reduction layer."""
+        filters = self.cfg.out_filters
+        for layer_id in range(self.cfg.num_layers + 2):
+            reduction = layer_id in self.reduction_layers
+            if reduction:
+                filters *= 2
+            yield layer_id, reduction, filters
 
     def build(self, input_shape):
         # The aux head runs only in training, but its weights exist from
@@ -677,7 +658,141 @@ class MicroChild(keras.layers.Layer):
                 [None, channels, size, size]
             self.aux_head.build(tuple(shape))
 
-    def _search_arc(self, arc):
+    def stem(self, images, training):
+        """The stem's output (NCHW transposed)."""
+        x = images
+        if self.cfg.data_format == "NCHW":
+            x = tf.transpose(x, [0, 3, 1, 2])
+        return self.stem_conv(x, training=training)
+
+    def head(self, outputs, training):
+        """The ChildOutput of the layers' `outputs` (`layer_outputs`)."""
+        logits = self.fc(tf.nn.relu(outputs[-1]), training=training)
+        aux_logits = None
+        if bool(training) and self.aux_head is not None:
+            # The aux head always normalises with batch statistics.
+            aux_logits = self.aux_head(outputs[self.aux_head_layer])
+        return ChildOutput(logits, aux_logits)
+
+    def optimizer_variables(self, train_aux_head=False):
+        """The trainable variables the reference's optimiser updates (and its
+        L2 term covers): every trainable weight but the aux head's, whose
+        weights the reference never trains (its aux loss still trains the
+        body). train_aux_head=True includes them."""
+        if self.aux_head is None or train_aux_head:
+            return list(self.trainable_weights)
+        aux = {id(v) for v in self.aux_head.trainable_weights}
+        return [v for v in self.trainable_weights if id(v) not in aux]
+
+
+class FixedMicroChild(MicroChild):
+    """The micro network of one architecture (`cfg.fixed_arc`):
+    `child(images, training, step=step)` -> ChildOutput, step the global
+    step (drop-path's progress; needed in training when
+    `drop_path_keep_prob` is set). Its layers are `FixedMicroLayer`s."""
+
+    searching = False
+    # `call` takes `step` (drop-path's progress).
+    takes_step = True
+
+    def __init__(self, cfg, name="child", **kwargs):
+        super().__init__(cfg, name=name, **kwargs)
+        self.drop_path_seed = None
+        if cfg.drop_path_keep_prob is not None:
+            self.drop_path_seed = keras.random.SeedGenerator(
+                cfg.seed, name="drop_path_seed")
+
+    def check_config(self, cfg):
+        super().check_config(cfg)
+        if cfg.fixed_arc is None:
+            raise ValueError("FixedMicroChild needs cfg.fixed_arc: build "
+                             "SearchMicroChild to search")
+
+    def build_layers(self):
+        cfg = self.cfg
+        # The two inputs of the next layer: (channels, reductions so far).
+        shapes = [(3 * cfg.out_filters, 0)] * 2
+        for layer_id, reduction, filters in self.layer_specs():
+            which = "reduction" if reduction else "normal"
+            outputs = cfg.fixed_arc.outputs(which)
+            self.cell_layers.append(FixedMicroLayer(
+                layer_id, cfg.fixed_arc.cell(which), outputs,
+                (shapes[0][0], shapes[1][0]), shapes[0][1] != shapes[1][1],
+                filters, reduction, data_format=cfg.data_format))
+            out = (len(outputs) * filters,
+                   shapes[1][1] + (1 if reduction else 0))
+            self.levels.append(out)
+            shapes = [shapes[1], out]
+
+    def _drop_fn(self, layer_id, training, step):
+        cfg = self.cfg
+        if not training or cfg.drop_path_keep_prob is None:
+            return None
+        if step is None:
+            raise ValueError("drop-path needs the global step: call "
+                             "child(images, training=True, step=step)")
+        keep = drop_path_keep_prob(cfg.drop_path_keep_prob, layer_id,
+                                   cfg.num_layers, step, cfg.num_train_steps)
+        return lambda x: drop_path(x, keep, self.drop_path_seed)
+
+    def layer_outputs(self, images, training=False, step=None):
+        """The output of every layer (stem excluded), in order; `call`'s
+        body up to the classifier. The child must be built (called once)."""
+        x = self.stem(images, training)
+        layers = [x, x]
+        outputs = []
+        for layer_id, layer in enumerate(self.cell_layers):
+            x = layer(layers, training=training,
+                      drop=self._drop_fn(layer_id, training, step))
+            layers = [layers[-1], x]
+            outputs.append(x)
+        return outputs
+
+    def call(self, images, training=False, step=None):
+        """step: drop-path's progress (the global step)."""
+        return self.head(self.layer_outputs(images, training=training,
+                                            step=step), training)
+
+
+class SearchMicroChild(MicroChild):
+    """The micro search network (shared weights of every op):
+    `child(images, training, arc=arc)` -> ChildOutput, `arc` an int32
+    tensor of `cfg.arc_length` values (normal cell, then reduction cell, as
+    arcs.MicroArc), or a BakedArc (Python values fixed at trace time: the
+    benchmark's floor). Its layers are `SearchMicroLayer`s; at a reduction
+    layer the previous output is first reduced (`reductions`)."""
+
+    searching = True
+
+    def check_config(self, cfg):
+        super().check_config(cfg)
+        if cfg.fixed_arc is not None:
+            raise ValueError("SearchMicroChild takes no cfg.fixed_arc: build "
+                             "FixedMicroChild for a fixed arc")
+
+    def build_layers(self):
+        cfg, df = self.cfg, self.cfg.data_format
+        # The factorized reduction of the previous output at each reduction
+        # layer (None elsewhere), in that layer's scope (`layer_{i}/...`).
+        self.reductions = []
+        # The two inputs of the next layer: (channels, reductions so far).
+        shapes = [(3 * cfg.out_filters, 0)] * 2
+        for layer_id, reduction, filters in self.layer_specs():
+            if reduction:
+                self.reductions.append(FactorizedReduction(
+                    filters, data_format=df, name="layer_{}".format(layer_id)))
+                shapes = [shapes[1], (filters, shapes[1][1] + 1)]
+            else:
+                self.reductions.append(None)
+            self.cell_layers.append(SearchMicroLayer(
+                layer_id, cfg.num_cells, (shapes[0][0], shapes[1][0]),
+                shapes[0][1] != shapes[1][1], filters, data_format=df))
+            out = (filters, shapes[1][1])
+            self.levels.append(out)
+            shapes = [shapes[1], out]
+
+    def _checked_arc(self, arc):
+        """(normal cell, reduction cell) of the arc."""
         n = self.cfg.arc_length
         if arc is None:
             raise ValueError("the micro search child needs an arc: call "
@@ -696,72 +811,25 @@ class MicroChild(keras.layers.Layer):
                              "{}".format(arc.shape[0], n))
         return arc[:n // 2], arc[n // 2:]
 
-    def _drop_fn(self, layer_id, training, step):
-        cfg = self.cfg
-        if not training or cfg.drop_path_keep_prob is None:
-            return None
-        if step is None:
-            raise ValueError("drop-path needs the global step: call "
-                             "child(images, training=True, step=step)")
-        keep = drop_path_keep_prob(cfg.drop_path_keep_prob, layer_id,
-                                   cfg.num_layers, step, cfg.num_train_steps)
-        return lambda x: drop_path(x, keep, self.drop_path_seed)
-
-    def layer_outputs(self, images, training=False, arc=None, step=None):
+    def layer_outputs(self, images, training=False, arc=None):
         """The output of every layer (stem excluded), in order; `call`'s
         body up to the classifier. The child must be built (called once)."""
-        x = images
-        if self.cfg.data_format == "NCHW":
-            x = tf.transpose(x, [0, 3, 1, 2])
-        x = self.stem_conv(x, training=training)
-        if self.searching:
-            normal, reduce = self._search_arc(arc)
+        x = self.stem(images, training)
+        normal, reduce = self._checked_arc(arc)
         layers = [x, x]
         outputs = []
         for layer_id, layer in enumerate(self.cell_layers):
             reduction = layer_id in self.reduction_layers
-            if self.searching:
-                if reduction:
-                    reduced = self.reductions[layer_id](x, training=training)
-                    layers = [layers[-1], reduced]
-                x = layer(layers, arc=reduce if reduction else normal,
-                          training=training)
-            else:
-                x = layer(layers, training=training,
-                          drop=self._drop_fn(layer_id, training, step))
+            if reduction:
+                reduced = self.reductions[layer_id](x, training=training)
+                layers = [layers[-1], reduced]
+            x = layer(layers, arc=reduce if reduction else normal,
+                      training=training)
             layers = [layers[-1], x]
             outputs.append(x)
         return outputs
 
-    def call(self, images, training=False, arc=None, step=None):
-        """arc: search mode only (ignored in fixed mode); step: fixed mode's
-        drop-path progress (ignored otherwise)."""
-        outputs = self.layer_outputs(images, training=training, arc=arc,
-                                     step=step)
-        logits = self.fc(tf.nn.relu(outputs[-1]), training=training)
-        if self._returns_aux(training):
-            # The aux head always normalises with batch statistics.
-            return ChildOutput(
-                logits, self.aux_head(outputs[self.aux_head_layer]))
-        return logits
-
-    def _returns_aux(self, training):
-        return bool(training) and self.aux_head is not None
-
-    def outputs(self, images, training=False, **kwargs):
-        """`self(images, training, **kwargs)` as a `ChildOutput`: the aux
-        logits in training with an aux head, else None."""
-        out = self(images, training=training, **kwargs)
-        if self._returns_aux(training):
-            return out
-        return ChildOutput(out, None)
-
-    def optimizer_variables(self, train_aux_head=False):
-        """The trainable variables the reference's optimiser updates (and its
-        L2 term covers): every trainable weight but the aux head's, whose
-        weights the reference never trains (its aux loss still trains the
-        body). train_aux_head=True includes them."""
-        if self.aux_head is None or train_aux_head:
-            return list(self.trainable_weights)
-        aux = {id(v) for v in self.aux_head.trainable_weights}
-        return [v for v in self.trainable_weights if id(v) not in aux]
+    def call(self, images, training=False, arc=None):
+        """arc: an int32 tensor [cfg.arc_length] (or a BakedArc)."""
+        return self.head(self.layer_outputs(images, training=training,
+                                            arc=arc), training)

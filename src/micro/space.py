@@ -3,7 +3,7 @@ its child and controller, and its arc printout."""
 
 import numpy as np
 
-from src.micro.child import MicroChild, MicroConfig
+from src.micro.child import FixedMicroChild, MicroConfig, SearchMicroChild
 from src.micro.controller import MicroController, MicroControllerConfig
 from src.cifar10.session import CifarSpace
 from src.micro import arcs
@@ -14,6 +14,8 @@ class MicroSpace(CifarSpace):
     name = "micro"
     search_for = "micro"
     arc_class = arcs.MicroArc
+    fixed_child = FixedMicroChild
+    search_child = SearchMicroChild
 
     def configs(self, f, out_filters, data_format, searching):
         arc = None
@@ -52,9 +54,6 @@ class MicroSpace(CifarSpace):
             for node in range(cfg.num_cells):
                 choices += [uniform(node + 2), uniform(cfg.num_branches)] * 2
         return RandomPolicyConfig(tuple(choices), seed=cfg.seed)
-
-    def build_child(self, child_cfg):
-        return MicroChild(child_cfg)
 
     def build_lstm_controller(self, controller_cfg):
         return MicroController(controller_cfg)

@@ -16,19 +16,22 @@ output):
 f is one of the function table `PTB_FUNC_TABLE` (tanh, relu, identity,
 sigmoid: the names of `arcs.PTB_FUNCS`).
 
-Fixed mode (`cfg.fixed_arc`, the reference's `_rhn_fixed`): w_prev is
+Two classes share all but the weights' layout, the arc and the batch
+norms; the space's `build_child` picks one.
+
+`FixedPtbChild` (`cfg.fixed_arc`, the reference's `_rhn_fixed`): w_prev is
 [2H, 2H] and each node has its own `w` [H, 2H]; the arc is a Python value,
 so the graph is built for it (plain activations, loose ends known).
 
-Search mode (no fixed arc, `_rhn_enas`): shared weights for every choice:
-w_prev [2 F H, 2H] holds one [2H, 2H] block per activation of node 0, and
-node i's `w` [F i H, 2H] one [H, 2H] block per (prev, func) pair, rows
-[(prev F + func) H, +H). Every node's pre-activation (h, t) and the cell's
-output go through a batch norm (`PtbBatchNorm`). The arc is an int32 tensor
-given at call time: the blocks are gathered by it, the activation is a
-`tf.switch_case` (only the chosen one runs), the previous node a gather from
-the stacked node outputs, the loose ends a mask from the arc. One traced
-function serves every arc.
+`SearchPtbChild` (no fixed arc, `_rhn_enas`): shared weights for every
+choice: w_prev [2 F H, 2H] holds one [2H, 2H] block per activation of node
+0, and node i's `w` [F i H, 2H] one [H, 2H] block per (prev, func) pair,
+rows [(prev F + func) H, +H). Every node's pre-activation (h, t) and the
+cell's output go through a batch norm (`PtbBatchNorm`). The arc is an int32
+tensor given at call time: the blocks are gathered by it, the activation is
+a `tf.switch_case` (only the chosen one runs), the previous node a gather
+from the stacked node outputs, the loose ends a mask from the arc. One
+traced function serves every arc.
 
 Variational dropout in training (masks floor(u + keep) / keep, fixed over
 the window): the embedding of a word position (e_keep), where a word whose
@@ -75,8 +78,8 @@ from src.errors import UserError
 from src.moving_average import ZeroDebiased, one_minus
 from src.ptb.arcs import PTB_FUNCS, PtbArc, ptb_arc_length
 
-__all__ = ["PtbChildConfig", "PtbChild", "PtbBatchNorm", "BakedArc",
-           "PTB_FUNC_TABLE",
+__all__ = ["PtbChildConfig", "PtbChild", "FixedPtbChild", "SearchPtbChild",
+           "PtbBatchNorm", "BakedArc", "PTB_FUNC_TABLE",
            "init_range", "variational_mask", "embedding_mask",
            "apply_activation", "mean_softmax_nll", "count_params"]
 
@@ -329,24 +332,35 @@ class StartingStates(keras.layers.Layer):
 # ------------------------------------------------------------- the child
 
 class PtbChild(keras.layers.Layer):
-    """The PTB child: `child(tokens, state, arc=None, training=False)` ->
-    (outputs [N, T, H], next_state [L, N, H]).
+    """What the two PTB children share: `child(tokens, state, arc=None,
+    training=False)` -> (outputs [N, T, H], next_state [L, N, H]).
 
     tokens [N, T] int32; state [L, N, H] (each layer's previous output);
-    arc: search mode only, an int32 tensor of `cfg.arc_length` values (or a
-    BakedArc); fixed mode ignores it. outputs: the top layer's output at
-    every step (times the output dropout mask in training). In training the
-    search child's batch norms update their moving statistics, once per
+    arc: `SearchPtbChild`'s, an int32 tensor of `cfg.arc_length` values (or
+    a BakedArc); `FixedPtbChild` ignores it. outputs: the top layer's output
+    at every step (times the output dropout mask in training). In training
+    the search child's batch norms update their moving statistics, once per
     step per node as the reference.
     T may differ between calls; windows of at most `cfg.unroll_max_steps`
     static steps are unrolled, others run in a tf.while_loop.
+
+    Shared: the embedding, the carried states, the dropout masks, the
+    recurrence over the window and the cell's highway steps. A subclass
+    gives the weights' rows (`weight_rows`), the arc's plan (`_plan_arc`),
+    the blocks of the weights a node uses (`_w_prev_block`,
+    `_node_block`), and, for the search child, the batch norms
+    (`batch_norm_scopes`, `_normalized`, `num_batch_norms`,
+    `update_statistics`; the fixed child has none). `searching` says
+    whether `call` reads the arc.
     """
+
+    searching = None
 
     def __init__(self, cfg, name="ptb_enas_model", **kwargs):
         super().__init__(name=name, **kwargs)
-        cfg.validate()
+        self.check_config(cfg)
         self.cfg = cfg
-        h, d, f = cfg.hidden_size, cfg.rhn_depth, cfg.num_funcs
+        h, d = cfg.hidden_size, cfg.rhn_depth
         r = init_range(h)
         # rnn weights per layer (w_prev, layer_1..layer_{D-1}), embedding.
         seeds = seed_stream(cfg.seed, cfg.num_layers * d + 2)
@@ -355,14 +369,9 @@ class PtbChild(keras.layers.Layer):
             return keras.initializers.RandomUniform(
                 -r, r, seed=None if seeds is None else next(seeds))
 
+        w_prev_rows, node_rows = self.weight_rows()
         layers = []
         for layer_id in range(cfg.num_layers):
-            if self.searching:
-                w_prev_rows = 2 * f * h
-                node_rows = [f * i * h for i in range(d)]
-            else:
-                w_prev_rows = 2 * h
-                node_rows = [h] * d
             layers.append(WeightScope(
                 "layer_{}".format(layer_id),
                 weights=[("w_prev", (w_prev_rows, 2 * h), init())],
@@ -375,21 +384,21 @@ class PtbChild(keras.layers.Layer):
             "embedding", weights=[("w", (cfg.vocab_size, h), init())])
         self.starting_states = StartingStates(cfg.num_layers, cfg.batch_size,
                                               h)
-        # Search mode: batch norms per node and on each layer's output.
-        self.bn_layers = []
-        if self.searching:
-            for layer_id in range(cfg.num_layers):
-                nodes = [WeightScope("rhn_layer_{}".format(i),
-                                     children=[PtbBatchNorm(2 * h)])
-                         for i in range(d)]
-                self.bn_layers.append(WeightScope(
-                    "layer_{}".format(layer_id),
-                    children=nodes + [PtbBatchNorm(h)]))
+        self.bn_layers = self.batch_norm_scopes()
         self.build()
 
-    @property
-    def searching(self):
-        return self.cfg.fixed_arc is None
+    def check_config(self, cfg):
+        """UserError unless this child can be built from `cfg`."""
+        cfg.validate()
+
+    def weight_rows(self):
+        """(rows of `w_prev`, rows of node i's `w` per node i; node 0's is
+        unused)."""
+        raise NotImplementedError
+
+    def batch_norm_scopes(self):
+        """The scopes of the batch norms (none: the fixed child)."""
+        return []
 
     def build(self, input_shape=None):
         self.rnn.build()
@@ -415,12 +424,6 @@ class PtbChild(keras.layers.Layer):
         """Node `node`'s (>= 1) weight `rnn/layer_{l}/layer_{node}/w`."""
         return self.rnn.children[layer_id].children[node - 1].w
 
-    def node_bn(self, layer_id, node):
-        return self.bn_layers[layer_id].children[node].children[0]
-
-    def output_bn(self, layer_id):
-        return self.bn_layers[layer_id].children[-1]
-
     @property
     def train_states(self):
         """The carried training states, one [batch_size, H] per layer."""
@@ -439,30 +442,7 @@ class PtbChild(keras.layers.Layer):
     def _plan_arc(self, arc):
         """(funcs, prevs, loose, baked): per node its activation and the node
         it reads, the loose-end mask; Python values when baked."""
-        cfg = self.cfg
-        d = cfg.rhn_depth
-        if not self.searching:
-            a = cfg.fixed_arc
-            return list(a.funcs), list(a.prevs), a.loose_ends(), True
-        if arc is None:
-            raise ValueError("the PTB search child needs an arc: call "
-                             "child(tokens, state, arc=arc_tensor)")
-        if isinstance(arc, BakedArc):
-            a = PtbArc.parse(list(arc.values), d, cfg.num_funcs)
-            return list(a.funcs), list(a.prevs), a.loose_ends(), True
-        arc = tf.convert_to_tensor(arc)
-        if arc.dtype != tf.int32:
-            arc = tf.cast(arc, tf.int32)
-        arc = tf.reshape(arc, [-1])
-        if arc.shape[0] is not None and arc.shape[0] != cfg.arc_length:
-            raise ValueError("the arc has {} values, rhn_depth={} needs {}"
-                             .format(arc.shape[0], d, cfg.arc_length))
-        funcs = [arc[0]] + [arc[2 * i] for i in range(1, d)]
-        prevs = [None] + [arc[2 * i - 1] for i in range(1, d)]
-        used = tf.reduce_sum(tf.one_hot(arc[1::2], d, dtype=tf.float32),
-                             axis=0)
-        loose = tf.cast(tf.equal(used, 0.0), tf.float32)
-        return funcs, prevs, loose, False
+        raise NotImplementedError
 
     def _layer_weights(self, layer_id, plan):
         """(w_x [H, 2H], w_s [H, 2H], node weights): node 0's input and
@@ -470,23 +450,11 @@ class PtbChild(keras.layers.Layer):
         selects it. With a Python arc the node weights are grouped by the
         node they read: {p: (readers of p, their blocks side by side
         [H, 2H k])}, so each step runs one matmul per node read."""
-        funcs, prevs, _, baked = plan
-        h, f = self.cfg.hidden_size, self.cfg.num_funcs
-        w_prev = tf.convert_to_tensor(self.w_prev(layer_id))
-        # The blocks are gathered from a [blocks, rows, 2H] view rather
-        # than sliced at a computed row: the same values, but XLA compiles
-        # a gather with a traced index once, while a slice's traced start
-        # becomes a compile-time constant (one compilation per arc).
-        if self.searching:
-            # Block f0: rows [f0 2H, (f0 + 1) 2H).
-            w_prev = _block(w_prev, funcs[0], 2 * h)
-        blocks = []
-        for i in range(1, self.cfg.rhn_depth):
-            w = tf.convert_to_tensor(self.w_node(layer_id, i))
-            if self.searching:
-                # Block (prev f + func): rows [(prev f + func) H, +H).
-                w = _block(w, prevs[i] * f + funcs[i], h)
-            blocks.append(w)
+        _, prevs, _, baked = plan
+        h = self.cfg.hidden_size
+        w_prev = self._w_prev_block(layer_id, plan)
+        blocks = [self._node_block(layer_id, i, plan)
+                  for i in range(1, self.cfg.rhn_depth)]
         if not baked:
             return w_prev[:h], w_prev[h:], blocks
         groups = {}
@@ -498,6 +466,29 @@ class PtbChild(keras.layers.Layer):
                    for p, readers in groups.items()}
         return w_prev[:h], w_prev[h:], grouped
 
+    def _w_prev_block(self, layer_id, plan):
+        """The [2H, 2H] block of `w_prev` node 0 uses."""
+        raise NotImplementedError
+
+    def _node_block(self, layer_id, node, plan):
+        """The [H, 2H] block of node `node`'s (>= 1) `w` it uses."""
+        raise NotImplementedError
+
+    # -- the batch norms (the search child's; none here)
+
+    def _normalized(self, layer_id, j, x, training, moments):
+        """x through batch norm j of the layer (node j, or the output for j
+        = rhn_depth), its training moments appended to `moments`."""
+        return x
+
+    def num_batch_norms(self, training):
+        """How many batch norms per layer collect moments in this pass."""
+        return 0
+
+    def update_statistics(self, layer_id, per_bn):
+        """Applies the collected (means [T, C], variances [T, C]) of each
+        batch norm of the layer."""
+
     # -- one step of one layer
 
     def _cell(self, layer_id, xw, s, weights, plan, s_mask, training):
@@ -506,17 +497,10 @@ class PtbChild(keras.layers.Layer):
         l_skip, batch-norm moments per node and of the output or None)."""
         funcs, prevs, loose, baked = plan
         _, w_s, w_nodes = weights
-        bn = self.searching
-        moments = [] if (bn and training) else None
+        moments = []
 
         def node(i, inp, pre):
-            if bn:
-                layer_bn = self.node_bn(layer_id, i)
-                if training:
-                    pre, mean, var = layer_bn.normalize(pre, True)
-                    moments.append((mean, var))
-                else:
-                    pre = layer_bn.normalize(pre, False)
+            pre = self._normalized(layer_id, i, pre, training, moments)
             hh, t = tf.split(pre, 2, axis=1)
             hh = apply_activation(funcs[i], hh)
             return inp + tf.sigmoid(t) * (hh - inp)
@@ -551,12 +535,7 @@ class PtbChild(keras.layers.Layer):
             loose = tf.cast(loose, stacked.dtype)
             out = (tf.reduce_sum(stacked * loose[:, None, None], axis=0)
                    / tf.reduce_sum(loose))
-        if bn:
-            if training:
-                out, mean, var = self.output_bn(layer_id).normalize(out, True)
-                moments.append((mean, var))
-            else:
-                out = self.output_bn(layer_id).normalize(out, False)
+        out = self._normalized(layer_id, depth, out, training, moments)
         return out, moments
 
     # -- one layer over the window
@@ -577,7 +556,7 @@ class PtbChild(keras.layers.Layer):
         xw = tf.reshape(tf.matmul(tf.reshape(x, [-1, h]), w_x),
                         [n, steps, 2 * h])
         static_steps = inputs.shape[1]
-        collect = self.searching and training
+        num_bn = self.num_batch_norms(training)
         if static_steps is not None and static_steps <= cfg.unroll_max_steps:
             s = s0
             outs, moments = [], []
@@ -593,14 +572,12 @@ class PtbChild(keras.layers.Layer):
                 moments.append(m)
                 s = out
             outputs = tf.stack(outs, axis=1)
-            if collect:
-                per_bn = [(tf.stack([m[j][0] for m in moments]),
-                           tf.stack([m[j][1] for m in moments]))
-                          for j in range(cfg.rhn_depth + 1)]
+            per_bn = [(tf.stack([m[j][0] for m in moments]),
+                       tf.stack([m[j][1] for m in moments]))
+                      for j in range(num_bn)]
         else:
             xw_tm = tf.transpose(xw, [1, 0, 2])
             in_tm = tf.transpose(inputs, [1, 0, 2]) if cfg.l_skip else None
-            num_bn = cfg.rhn_depth + 1 if collect else 0
             out_ta = tf.TensorArray(s0.dtype, size=steps,
                                     element_shape=s0.shape)
             stat_tas = [tf.TensorArray(tf.float32, size=steps)
@@ -624,14 +601,9 @@ class PtbChild(keras.layers.Layer):
                 maximum_iterations=steps)
             s = result[1]
             outputs = tf.transpose(result[2].stack(), [1, 0, 2])
-            if collect:
-                per_bn = [(result[3 + 2 * j].stack(),
-                           result[4 + 2 * j].stack()) for j in range(num_bn)]
-        if collect:
-            for j, (means, variances) in enumerate(per_bn):
-                layer_bn = (self.node_bn(layer_id, j) if j < cfg.rhn_depth
-                            else self.output_bn(layer_id))
-                layer_bn.apply_updates(means, variances)
+            per_bn = [(result[3 + 2 * j].stack(), result[4 + 2 * j].stack())
+                      for j in range(num_bn)]
+        self.update_statistics(layer_id, per_bn)
         return outputs, s
 
     def _masks(self, tokens, training):
@@ -713,6 +685,137 @@ class PtbChild(keras.layers.Layer):
         embedding, then the search mode's batch-norm offsets and scales)."""
         return list(self.trainable_weights)
 
+
+
+class FixedPtbChild(PtbChild):
+    """The PTB network of one architecture (`cfg.fixed_arc`, the
+    reference's `_rhn_fixed`): w_prev [2H, 2H] and each node's own `w` [H,
+    2H]; the arc is a Python value, so the graph is built for it (plain
+    activations, loose ends known); no batch norms. `call` ignores `arc`."""
+
+    searching = False
+
+    def check_config(self, cfg):
+        super().check_config(cfg)
+        if cfg.fixed_arc is None:
+            raise ValueError("FixedPtbChild needs cfg.fixed_arc: build "
+                             "SearchPtbChild to search")
+
+    def weight_rows(self):
+        h = self.cfg.hidden_size
+        return 2 * h, [h] * self.cfg.rhn_depth
+
+    def _plan_arc(self, arc):
+        a = self.cfg.fixed_arc
+        return list(a.funcs), list(a.prevs), a.loose_ends(), True
+
+    def _w_prev_block(self, layer_id, plan):
+        return tf.convert_to_tensor(self.w_prev(layer_id))
+
+    def _node_block(self, layer_id, node, plan):
+        return tf.convert_to_tensor(self.w_node(layer_id, node))
+
+
+class SearchPtbChild(PtbChild):
+    """The PTB search network (the reference's `_rhn_enas`): shared weights
+    for every choice, w_prev [2 F H, 2H] (a block per activation of node 0)
+    and node i's `w` [F i H, 2H] (a block per (prev, func) pair); a batch
+    norm on every node's pre-activation and on the cell's output. The arc
+    (`call(..., arc=arc)`) is an int32 tensor (one traced function serves
+    every arc) or a BakedArc."""
+
+    searching = True
+
+    def check_config(self, cfg):
+        super().check_config(cfg)
+        if cfg.fixed_arc is not None:
+            raise ValueError("SearchPtbChild takes no cfg.fixed_arc: build "
+                             "FixedPtbChild for a fixed arc")
+
+    def weight_rows(self):
+        h, f = self.cfg.hidden_size, self.cfg.num_funcs
+        return 2 * f * h, [f * i * h for i in range(self.cfg.rhn_depth)]
+
+    def batch_norm_scopes(self):
+        """Per layer, a batch norm per node (`rhn_layer_{i}/batch_norm`)
+        and one on the output (`batch_norm`)."""
+        h, d = self.cfg.hidden_size, self.cfg.rhn_depth
+        scopes = []
+        for layer_id in range(self.cfg.num_layers):
+            nodes = [WeightScope("rhn_layer_{}".format(i),
+                                 children=[PtbBatchNorm(2 * h)])
+                     for i in range(d)]
+            scopes.append(WeightScope("layer_{}".format(layer_id),
+                                      children=nodes + [PtbBatchNorm(h)]))
+        return scopes
+
+    def node_bn(self, layer_id, node):
+        return self.bn_layers[layer_id].children[node].children[0]
+
+    def output_bn(self, layer_id):
+        return self.bn_layers[layer_id].children[-1]
+
+    def _batch_norm(self, layer_id, j):
+        """Node j's batch norm, or the output's for j = rhn_depth."""
+        if j < self.cfg.rhn_depth:
+            return self.node_bn(layer_id, j)
+        return self.output_bn(layer_id)
+
+    def _plan_arc(self, arc):
+        cfg = self.cfg
+        d = cfg.rhn_depth
+        if arc is None:
+            raise ValueError("the PTB search child needs an arc: call "
+                             "child(tokens, state, arc=arc_tensor)")
+        if isinstance(arc, BakedArc):
+            a = PtbArc.parse(list(arc.values), d, cfg.num_funcs)
+            return list(a.funcs), list(a.prevs), a.loose_ends(), True
+        arc = tf.convert_to_tensor(arc)
+        if arc.dtype != tf.int32:
+            arc = tf.cast(arc, tf.int32)
+        arc = tf.reshape(arc, [-1])
+        if arc.shape[0] is not None and arc.shape[0] != cfg.arc_length:
+            raise ValueError("the arc has {} values, rhn_depth={} needs {}"
+                             .format(arc.shape[0], d, cfg.arc_length))
+        funcs = [arc[0]] + [arc[2 * i] for i in range(1, d)]
+        prevs = [None] + [arc[2 * i - 1] for i in range(1, d)]
+        used = tf.reduce_sum(tf.one_hot(arc[1::2], d, dtype=tf.float32),
+                             axis=0)
+        loose = tf.cast(tf.equal(used, 0.0), tf.float32)
+        return funcs, prevs, loose, False
+
+    # The blocks are gathered from a [blocks, rows, 2H] view rather than
+    # sliced at a computed row: the same values, but XLA compiles a gather
+    # with a traced index once, while a slice's traced start becomes a
+    # compile-time constant (one compilation per arc).
+
+    def _w_prev_block(self, layer_id, plan):
+        # Block f0: rows [f0 2H, (f0 + 1) 2H).
+        funcs = plan[0]
+        return _block(tf.convert_to_tensor(self.w_prev(layer_id)), funcs[0],
+                      2 * self.cfg.hidden_size)
+
+    def _node_block(self, layer_id, node, plan):
+        # Block (prev f + func): rows [(prev f + func) H, +H).
+        funcs, prevs = plan[0], plan[1]
+        w = tf.convert_to_tensor(self.w_node(layer_id, node))
+        return _block(w, prevs[node] * self.cfg.num_funcs + funcs[node],
+                      self.cfg.hidden_size)
+
+    def _normalized(self, layer_id, j, x, training, moments):
+        layer_bn = self._batch_norm(layer_id, j)
+        if not training:
+            return layer_bn.normalize(x, False)
+        x, mean, var = layer_bn.normalize(x, True)
+        moments.append((mean, var))
+        return x
+
+    def num_batch_norms(self, training):
+        return self.cfg.rhn_depth + 1 if training else 0
+
+    def update_statistics(self, layer_id, per_bn):
+        for j, (means, variances) in enumerate(per_bn):
+            self._batch_norm(layer_id, j).apply_updates(means, variances)
 
 # Tokens per chunk of `mean_softmax_nll` (the reward pass): a [V, 128]
 # block of logits at a time. At vocabulary 10000, hidden 64, 700 tokens, on

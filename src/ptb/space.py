@@ -17,7 +17,7 @@ from src.flag_defs import port_options
 from src.ptb import arcs
 from src.ptb import data as ptb_data
 from src.ptb.log_lines import controller_line, print_evaluation, train_line
-from src.ptb.ptb_child import PtbChild, PtbChildConfig
+from src.ptb.ptb_child import FixedPtbChild, PtbChildConfig, SearchPtbChild
 from src.ptb.ptb_controller import PtbController, PtbControllerConfig
 from src.ptb.ptb_trainer import PtbTrainConfig, PtbTrainer
 from src.random_policy import RandomPolicyConfig, uniform
@@ -47,12 +47,11 @@ class PtbSpace(SearchSpace):
     search_for = "enas"
     model_name = "ptb_enas_model"
     arc_class = arcs.PtbArc
+    fixed_child = FixedPtbChild
+    search_child = SearchPtbChild
 
     def config_from_flags(self, f):
         return config_from_flags(f)
-
-    def build_child(self, child_cfg):
-        return PtbChild(child_cfg)
 
     def build_lstm_controller(self, controller_cfg):
         return PtbController(controller_cfg)
@@ -91,8 +90,8 @@ class PtbSpace(SearchSpace):
     def serving_statistics(self, cfg, log):
         return None, None
 
-    def open_session(self, cfg):
-        return PtbSession(self, cfg)
+    def open_session(self, cfg, data=None):
+        return PtbSession(self, cfg, data=data)
 
     def parse_arc(self, values, child_cfg):
         return arcs.PtbArc.parse(values, child_cfg.rhn_depth)

@@ -130,7 +130,8 @@ def port_worker(case, intra, dump):
     _set_threads(tf, intra)
     tf.config.experimental.enable_op_determinism()  # as tests/conftest.py
     from src.micro import arcs
-    from src.micro.child import MicroChild, MicroConfig
+    from src.micro.child import MicroConfig
+    from src.micro.space import SPACE
     from src.reference_checkpoint import (load_reference_weights,
                                           reference_name)
     from src.train_ops import l2_loss
@@ -141,7 +142,7 @@ def port_worker(case, intra, dump):
     fixed = None
     if cfg["fixed_arc"]:
         fixed = arcs.MicroArc.parse(cfg["fixed_arc"], cfg["num_cells"])
-    m = MicroChild(MicroConfig(
+    m = SPACE.build_child(MicroConfig(
         num_layers=cfg["num_layers"], num_cells=cfg["num_cells"],
         out_filters=cfg["out_filters"], keep_prob=cfg["keep_prob"],
         drop_path_keep_prob=cfg["drop_path_keep_prob"],
