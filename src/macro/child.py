@@ -32,6 +32,7 @@ import keras
 import tensorflow as tf
 
 from src.baked_arc import BakedArc  # also imported from here (src.bench)
+from src.child_base import CifarChild
 from src.child_output import ChildOutput
 from src.macro import arcs
 from src.cifar10.image_ops import (BatchNorm, Classifier, ConvBN,
@@ -461,7 +462,7 @@ class SearchMacroLayer(keras.layers.Layer):
         return layers
 
 
-class MacroChild(keras.layers.Layer):
+class MacroChild(CifarChild):
     """What the two macro children share: images [N, H, W, 3] (NHWC,
     normalised; H and W divisible by 4, 32 for CIFAR-10) -> the stem
     convolution (`stem_conv`), the subclass's `num_layers` layers
@@ -477,14 +478,11 @@ class MacroChild(keras.layers.Layer):
     `searching` says whether `call` takes an arc.
     """
 
-    searching = None
-    # `call` takes no `step` (nothing here depends on training progress).
-    takes_step = False
+    # `call` takes no `step` (nothing here depends on training progress):
+    # `takes_step` stays False.
 
     def __init__(self, cfg, name="child", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.check_config(cfg)
-        self.cfg = cfg
+        super().__init__(cfg, name=name, **kwargs)
         self.pool_layers = arcs.pool_layers(cfg.num_layers)
         self.stem_conv = ConvBN(cfg.out_filters, 3,
                                 data_format=cfg.data_format, name="stem_conv")
@@ -493,20 +491,9 @@ class MacroChild(keras.layers.Layer):
         self.fc = Classifier(10, keep_prob=cfg.keep_prob,
                              data_format=cfg.data_format, seed=cfg.seed)
 
-    def check_config(self, cfg):
-        """UserError unless this child can be built from `cfg`."""
-        cfg.validate()
-
     def build_layers(self):
         """Appends the `num_layers` layers to `self.macro_layers`."""
         raise NotImplementedError
-
-    def stem(self, images, training):
-        """The stem's output, [N, H, W, out_filters] (NCHW transposed)."""
-        x = images
-        if self.cfg.data_format == "NCHW":
-            x = tf.transpose(x, [0, 3, 1, 2])
-        return self.stem_conv(x, training=training)
 
     def head(self, x, training):
         """The classifier on the last layer's output, as a ChildOutput."""
@@ -528,9 +515,6 @@ class FixedMacroChild(MacroChild):
 
     def check_config(self, cfg):
         super().check_config(cfg)
-        if cfg.fixed_arc is None:
-            raise ValueError("FixedMacroChild needs cfg.fixed_arc: build "
-                             "SearchMacroChild to search")
         if not cfg.whole_channels:
             raise UserError(
                 "a fixed macro arc without whole channels is not supported "
@@ -565,12 +549,6 @@ class SearchMacroChild(MacroChild):
     are `SearchMacroLayer`s, all with `out_filters` filters."""
 
     searching = True
-
-    def check_config(self, cfg):
-        super().check_config(cfg)
-        if cfg.fixed_arc is not None:
-            raise ValueError("SearchMacroChild takes no cfg.fixed_arc: build "
-                             "FixedMacroChild for a fixed arc")
 
     def build_layers(self):
         cfg = self.cfg

@@ -47,6 +47,7 @@ import keras
 import tensorflow as tf
 
 from src.baked_arc import BakedArc
+from src.child_base import CifarChild
 from src.child_output import ChildOutput
 from src.micro import arcs
 from src.cifar10.image_ops import (AuxHead, BatchNorm, Classifier, ConvBN,
@@ -579,7 +580,7 @@ class SearchMicroLayer(keras.layers.Layer):
 
 # ------------------------------------------------------------- the child
 
-class MicroChild(keras.layers.Layer):
+class MicroChild(CifarChild):
     """What the two micro children share: images [N, H, W, 3] (NHWC,
     normalised; 32x32 for CIFAR-10) -> the stem (`stem_conv`), the
     subclass's `num_layers + 2` cell layers (`cell_layers`), the classifier
@@ -604,13 +605,8 @@ class MicroChild(keras.layers.Layer):
     `searching` says whether `call` takes an arc.
     """
 
-    searching = None
-    takes_step = False
-
     def __init__(self, cfg, name="child", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.check_config(cfg)
-        self.cfg = cfg
+        super().__init__(cfg, name=name, **kwargs)
         df = cfg.data_format
         self.reduction_layers = reduction_layers(cfg.num_layers)
         self.aux_head_layer = (aux_head_layer(cfg.num_layers)
@@ -625,10 +621,6 @@ class MicroChild(keras.layers.Layer):
             else None
         self.fc = Classifier(10, keep_prob=cfg.keep_prob, data_format=df,
                              seed=cfg.seed)
-
-    def check_config(self, cfg):
-        """UserError unless this child can be built from `cfg`."""
-        cfg.validate()
 
     def build_layers(self):
         """Appends each layer to `self.cell_layers` and its (output
@@ -657,13 +649,6 @@ class MicroChild(keras.layers.Layer):
             shape = [None, size, size, channels] if df == "NHWC" else \
                 [None, channels, size, size]
             self.aux_head.build(tuple(shape))
-
-    def stem(self, images, training):
-        """The stem's output (NCHW transposed)."""
-        x = images
-        if self.cfg.data_format == "NCHW":
-            x = tf.transpose(x, [0, 3, 1, 2])
-        return self.stem_conv(x, training=training)
 
     def head(self, outputs, training):
         """The ChildOutput of the layers' `outputs` (`layer_outputs`)."""
@@ -701,12 +686,6 @@ class FixedMicroChild(MicroChild):
         if cfg.drop_path_keep_prob is not None:
             self.drop_path_seed = keras.random.SeedGenerator(
                 cfg.seed, name="drop_path_seed")
-
-    def check_config(self, cfg):
-        super().check_config(cfg)
-        if cfg.fixed_arc is None:
-            raise ValueError("FixedMicroChild needs cfg.fixed_arc: build "
-                             "SearchMicroChild to search")
 
     def build_layers(self):
         cfg = self.cfg
@@ -763,12 +742,6 @@ class SearchMicroChild(MicroChild):
     layer the previous output is first reduced (`reductions`)."""
 
     searching = True
-
-    def check_config(self, cfg):
-        super().check_config(cfg)
-        if cfg.fixed_arc is not None:
-            raise ValueError("SearchMicroChild takes no cfg.fixed_arc: build "
-                             "FixedMicroChild for a fixed arc")
 
     def build_layers(self):
         cfg, df = self.cfg, self.cfg.data_format

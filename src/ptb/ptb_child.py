@@ -73,6 +73,7 @@ import tensorflow as tf
 
 from src import distribute
 from src.baked_arc import BakedArc
+from src.child_base import Child
 from src.controller import WeightScope, seed_stream
 from src.errors import UserError
 from src.moving_average import ZeroDebiased, one_minus
@@ -331,7 +332,7 @@ class StartingStates(keras.layers.Layer):
 
 # ------------------------------------------------------------- the child
 
-class PtbChild(keras.layers.Layer):
+class PtbChild(Child):
     """What the two PTB children share: `child(tokens, state, arc=None,
     training=False)` -> (outputs [N, T, H], next_state [L, N, H]).
 
@@ -354,12 +355,8 @@ class PtbChild(keras.layers.Layer):
     whether `call` reads the arc.
     """
 
-    searching = None
-
     def __init__(self, cfg, name="ptb_enas_model", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.check_config(cfg)
-        self.cfg = cfg
+        super().__init__(cfg, name=name, **kwargs)
         h, d = cfg.hidden_size, cfg.rhn_depth
         r = init_range(h)
         # rnn weights per layer (w_prev, layer_1..layer_{D-1}), embedding.
@@ -386,10 +383,6 @@ class PtbChild(keras.layers.Layer):
                                               h)
         self.bn_layers = self.batch_norm_scopes()
         self.build()
-
-    def check_config(self, cfg):
-        """UserError unless this child can be built from `cfg`."""
-        cfg.validate()
 
     def weight_rows(self):
         """(rows of `w_prev`, rows of node i's `w` per node i; node 0's is
@@ -695,12 +688,6 @@ class FixedPtbChild(PtbChild):
 
     searching = False
 
-    def check_config(self, cfg):
-        super().check_config(cfg)
-        if cfg.fixed_arc is None:
-            raise ValueError("FixedPtbChild needs cfg.fixed_arc: build "
-                             "SearchPtbChild to search")
-
     def weight_rows(self):
         h = self.cfg.hidden_size
         return 2 * h, [h] * self.cfg.rhn_depth
@@ -725,12 +712,6 @@ class SearchPtbChild(PtbChild):
     every arc) or a BakedArc."""
 
     searching = True
-
-    def check_config(self, cfg):
-        super().check_config(cfg)
-        if cfg.fixed_arc is not None:
-            raise ValueError("SearchPtbChild takes no cfg.fixed_arc: build "
-                             "FixedPtbChild for a fixed arc")
 
     def weight_rows(self):
         h, f = self.cfg.hidden_size, self.cfg.num_funcs
