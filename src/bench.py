@@ -232,24 +232,6 @@ def run_config(name, options):
     return space, space.config_from_flags(fv)
 
 
-def describe(space, cfg):
-    """The sizes of the run's child, in words (the batch aside)."""
-    c = cfg.child
-    if space.name == "macro":
-        sizes = "{} layers, {} filters, {} branches".format(
-            c.num_layers, c.out_filters, c.num_branches)
-    elif space.name == "micro":
-        sizes = "child_num_layers={}, {} cells, {} filters{}{}".format(
-            c.num_layers, c.num_cells, c.out_filters,
-            ", aux head" if c.use_aux_heads else "",
-            ", drop-path" if c.fixed_arc is not None
-            and c.drop_path_keep_prob < 1.0 else "")
-    else:
-        sizes = "hidden {}, bptt {}, depth {}".format(
-            c.hidden_size, c.bptt_steps, c.rhn_depth)
-    return sizes
-
-
 def build_case(name, options):
     """Builds configuration `name`'s run (under the caller's dtype policy)
     and returns its Case."""
@@ -262,7 +244,7 @@ def build_case(name, options):
     session.resumed_at(0, 0)
     source = "flags/{}.flags{}".format(
         bench.flagfile, "".join(" " + o for o in bench.overrides))
-    sizes = describe(space, cfg)
+    sizes = space.describe_sizes(cfg.child)
     parts = dict(session=session, child=child, trainer=trainer, phase=phase)
 
     if bench.timed == "child":
@@ -321,7 +303,7 @@ def test_eval_case(session, trainer, source, sizes, parts):
             x = tf.constant(stream[None, i:i + 1])
             y = tf.constant(stream[None, i + 1:i + 2])
             t = time.perf_counter()
-            nll, state = trainer._eval_fn(x, y, state)
+            nll, state = trainer.eval_window(x, y, state)
             nll.numpy()
             times.append(time.perf_counter() - t)
         per_word = statistics.median(times[min(100, n // 2):])
@@ -333,23 +315,6 @@ def test_eval_case(session, trainer, source, sizes, parts):
                 "long windows with the state carried".format(
                     stream.size - 1, sizes, source),
                 extra, warmup=1, steps=3, jit_compile=False, **parts)
-
-
-def trainer_like(session, trainer, arc_fn):
-    """A trainer of the session's child with the session's settings, its
-    arcs from `arc_fn` (the gating floor's)."""
-    cfg = session.cfg
-    if session.space.entry == "ptb":
-        from src.ptb.ptb_trainer import PtbTrainer
-        return PtbTrainer(trainer.child, cfg.train, arc_fn=arc_fn,
-                          jit_compile=trainer.jit_compile,
-                          mixed_precision=cfg.mixed_precision)
-    from src.cifar10.child_trainer import ChildTrainer
-    return ChildTrainer(trainer.child, cfg.train, arc_fn=arc_fn,
-                        jit_compile=trainer.jit_compile,
-                        mixed_precision=cfg.mixed_precision,
-                        eval_training_mode=cfg.eval_training_mode,
-                        train_aux_head=cfg.train_aux_head)
 
 
 def gating_floor(session, trainer, controller, num_arcs=5, steps_per_arc=5):
@@ -366,11 +331,12 @@ def gating_floor(session, trainer, controller, num_arcs=5, steps_per_arc=5):
     batches = full_batches(session, session.cfg.batch_size)
     arcs = [controller.sample()["arc"].numpy() for _ in range(num_arcs)]
     current = tf.Variable(arcs[0], dtype=tf.int32, trainable=False)
-    gated = trainer_like(session, trainer, current.read_value)
+    gated = session.trainer_for(trainer.child, current.read_value)
     timings = {"gated": [], "baked": []}
     for values in arcs:
         current.assign(values)
-        baked = trainer_like(session, trainer, lambda v=values: BakedArc(v))
+        baked = session.trainer_for(trainer.child,
+                                    lambda v=values: BakedArc(v))
         for kind, t in (("gated", gated), ("baked", baked)):
             for i in range(steps_per_arc + 1):
                 batch = next(batches)

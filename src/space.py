@@ -135,6 +135,10 @@ class SearchSpace:
         architectures" (the arc and its score)."""
         raise NotImplementedError
 
+    def describe_sizes(self, child_cfg):
+        """The child's sizes in words (`src.bench`'s descriptions)."""
+        raise NotImplementedError
+
     def arc_record(self, arc):
         """The space's fields of the arc's `arcs.jsonl` record."""
         raise NotImplementedError
@@ -148,6 +152,9 @@ class Session:
     build(strategy) -> (child, trainer, phase, extra checkpoint objects):
       the models, built under the strategy's scope by the caller; phase is
       the `src.search.ControllerPhase` when searching, else None.
+    trainer_for(child, arc_fn, strategy=None) -> a trainer of `child` with
+      the run's settings, its arcs from `arc_fn` (None: a fixed arc); what
+      `build` uses, and `src.bench` for its gating floor.
     resumed_at(epoch, step): the run starts at this epoch and global step
       (after the checkpoint's restore; 0, 0 for a new run).
     epoch_batches(epoch, step): the batches of `epoch` still to train after

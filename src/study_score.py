@@ -40,7 +40,6 @@ import os
 import sys
 import time
 
-import numpy as np
 from absl import flags
 
 from src import flagfile, registry, tool
@@ -138,73 +137,13 @@ class LoadedRun:
 
 # -- scoring ---------------------------------------------------------------------
 
-class CifarScorer:
-    """Accuracy of an arc on every validation image, one traced function
-    (`predict_normalized_with_arc` of src.export) for every arc."""
-
-    def __init__(self, run):
-        from src.cifar10 import data as cifar_data
-        from src.export import child_signatures
-        data = run.session.data
-        if data.num_examples("valid") == 0:
-            raise UserError("the run holds out no validation images "
-                            "(--num_valids=0)")
-        self.fn = child_signatures(
-            run.child, batch_statistics=bool(run.cfg.eval_training_mode))[
-                "predict_normalized_with_arc"]
-        # The split's batches, normalised once (the same tensors for
-        # every arc).
-        self.batches = [(images, labels.numpy()) for images, labels in
-                        cifar_data.eval_dataset(data, "valid")]
-        self.size = data.num_examples("valid")
-        self.what = "{} validation images".format(self.size)
-
-    def __call__(self, arc):
-        import tensorflow as tf
-        arc = tf.constant(arc, tf.int32)
-        correct = 0
-        for images, labels in self.batches:
-            logits = self.fn(images, arc)["logits"].numpy()
-            correct += int(np.sum(np.argmax(logits, axis=1) == labels))
-        return correct / self.size
-
-    def traces(self):
-        return self.fn.experimental_get_tracing_count()
-
-
-class PtbScorer:
-    """Perplexity of an arc on the whole validation stream (the run's
-    `valid_ppl` pass with one arc), the trainer's traced window pass for
-    every arc."""
-
-    def __init__(self, run):
-        self.trainer = run.trainer
-        self.cfg = run.cfg
-        self.stream = run.session.data.valid
-        self.what = "{} validation words".format(np.size(self.stream))
-
-    def __call__(self, arc):
-        import tensorflow as tf
-        result = self.trainer.evaluate(
-            self.stream, self.cfg.batch_size, self.cfg.bptt_steps,
-            arc=tf.constant(arc, tf.int32))
-        return float(result["ppl"])
-
-    def traces(self):
-        # The trainer's evaluation window function (arc as an input).
-        return self.trainer._eval_fn.experimental_get_tracing_count()
-
-
-SCORERS = {"cifar10": CifarScorer, "ptb": PtbScorer}
-
-
 def score_run(space_name, run_dir, candidates, draw_seed=None,
               max_draws_per_candidate=20, log=print):
     """Draws and scores the candidates of one search run; returns the
     record written to --out."""
     start = time.time()
     entry = registry.info(space_name).entry
-    if entry not in SCORERS:
+    if entry not in METRICS:
         raise UserError("the study cannot score {} runs yet: no scorer for "
                         "the {} entry point".format(space_name, entry))
     from src import precision
@@ -227,7 +166,7 @@ def _run_mixed_precision(run_dir):
 def _score(space_name, entry, run_dir, candidates, draw_seed,
            max_draws_per_candidate, log, start):
     run = LoadedRun(space_name, run_dir, log)
-    scorer = SCORERS[entry](run)
+    scorer = run.session.arc_scorer()
     seed = run.cfg.seed if draw_seed is None else draw_seed
     arcs, draws = run.draw(candidates, seed,
                            candidates * max_draws_per_candidate)

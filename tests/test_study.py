@@ -452,11 +452,9 @@ def test_each_running_job_sees_a_gpu_of_its_own(tmp_path):
 
 
 def test_cifar_scoring_reuses_one_trace_for_every_arc(fake_cifar):
-    import types
-
     from src import entry_point, registry
     from src.cifar10 import data as cifar_data
-    from src.study_score import CifarScorer
+    from src.cifar10.session import ValidationAccuracy
 
     space = registry.space("macro")
     fv, _ = entry_point.parse_flags("cifar10", [
@@ -469,9 +467,7 @@ def test_cifar_scoring_reuses_one_trace_for_every_arc(fake_cifar):
                                 log=lambda *_: None)
     child = space.build_child(cfg.child)
     space.build_variables(child)
-    run = types.SimpleNamespace(child=child, cfg=cfg,
-                                session=types.SimpleNamespace(data=data))
-    scorer = CifarScorer(run)
+    scorer = ValidationAccuracy(child, data, cfg.eval_training_mode)
     arcs = [[0, 1, 0, 2, 1, 1], [5, 4, 1, 3, 0, 1], [2, 2, 0, 1, 0, 0]]
     scores = [scorer(arc) for arc in arcs]
     # Three arcs (each a tensor input), one trace.

@@ -169,7 +169,7 @@ def test_ptb_search_traces_once_over_many_arcs(tmp_path):
     controller = search.controller
     functions = {
         "train_step": trainer.train_step,
-        "eval_window": trainer._eval_fn,
+        "eval_window": trainer.eval_window,
         "reward": trainer._reward_fn,
         "reinforce.run": search.reinforce.run,
         "sample_and_score": search._score,

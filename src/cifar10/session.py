@@ -11,12 +11,14 @@ import contextlib
 import dataclasses
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from src import precision, run_loop, run_log, schedules
 from src.cifar10 import data as cifar_data
 from src.cifar10.child_trainer import ChildTrainer, num_correct
 from src.errors import UserError
+from src.export import child_signatures
 from src.flag_defs import port_options
 from src.reinforce import ReinforceConfig
 from src.search import ControllerPhase, PhaseHooks
@@ -253,16 +255,28 @@ class CifarSession:
                 phase = ControllerPhase(
                     space, cfg, space.build_controller(cfg.controller),
                     phase_hooks(cfg, child, self.data))
-        self.trainer = ChildTrainer(
-            child, cfg.train, jit_compile=space.jit_compile(cfg),
-            mixed_precision=cfg.mixed_precision,
-            arc_fn=phase.sample_arc if phase else None, strategy=strategy,
-            eval_training_mode=cfg.eval_training_mode,
-            train_aux_head=cfg.train_aux_head)
+        self.trainer = self.trainer_for(
+            child, phase.sample_arc if phase else None, strategy)
         # As the reference: the variables its optimiser updates (no aux head).
         print("Model has {} params".format(
             run_loop.parameter_count(self.trainer.variables)))
         return child, self.trainer, phase, {}
+
+    def trainer_for(self, child, arc_fn, strategy=None):
+        """A ChildTrainer of `child` with the run's settings, its arcs
+        from `arc_fn` (None: a fixed arc)."""
+        cfg = self.cfg
+        return ChildTrainer(
+            child, cfg.train, jit_compile=self.space.jit_compile(cfg),
+            mixed_precision=cfg.mixed_precision, arc_fn=arc_fn,
+            strategy=strategy, eval_training_mode=cfg.eval_training_mode,
+            train_aux_head=cfg.train_aux_head)
+
+    def arc_scorer(self):
+        """The validation accuracy of an arc with the built child's
+        weights (`ValidationAccuracy`: the search study's score)."""
+        return ValidationAccuracy(self.trainer.child, self.data,
+                                  self.cfg.eval_training_mode)
 
     def resumed_at(self, epoch, step):
         pass
@@ -311,3 +325,36 @@ class CifarSession:
 
     def finish(self, step, summaries):
         pass
+
+
+class ValidationAccuracy:
+    """`scorer(arc)`: the accuracy of a search child with the arc (a list
+    of ints) on every held-out validation image, through one traced
+    function (`predict_normalized_with_arc` of src.export: the moving
+    batch-norm statistics, or each batch's with `batch_statistics`) for
+    every arc; `traces()` counts its traces. `what` names the split."""
+
+    def __init__(self, child, data, batch_statistics):
+        if data.num_examples("valid") == 0:
+            raise UserError("the run holds out no validation images "
+                            "(--num_valids=0)")
+        self.fn = child_signatures(
+            child, batch_statistics=bool(batch_statistics))[
+                "predict_normalized_with_arc"]
+        # The split's batches, normalised once (the same tensors for
+        # every arc).
+        self.batches = [(images, labels.numpy()) for images, labels in
+                        cifar_data.eval_dataset(data, "valid")]
+        self.size = data.num_examples("valid")
+        self.what = "{} validation images".format(self.size)
+
+    def __call__(self, arc):
+        arc = tf.constant(arc, tf.int32)
+        correct = 0
+        for images, labels in self.batches:
+            logits = self.fn(images, arc)["logits"].numpy()
+            correct += int(np.sum(np.argmax(logits, axis=1) == labels))
+        return correct / self.size
+
+    def traces(self):
+        return self.fn.experimental_get_tracing_count()

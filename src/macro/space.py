@@ -84,6 +84,11 @@ class MacroSpace(CifarSpace):
                                    child_cfg.num_branches,
                                    child_cfg.whole_channels)
 
+    def describe_sizes(self, child_cfg):
+        c = child_cfg
+        return "{} layers, {} filters, {} branches".format(
+            c.num_layers, c.out_filters, c.num_branches)
+
     def printout(self, arc, score):
         """One line per layer (op or slices, then skips), then the
         accuracy."""

@@ -61,6 +61,14 @@ class MicroSpace(CifarSpace):
     def parse_arc(self, values, child_cfg):
         return arcs.MicroArc.parse(values, child_cfg.num_cells)
 
+    def describe_sizes(self, child_cfg):
+        c = child_cfg
+        return "child_num_layers={}, {} cells, {} filters{}{}".format(
+            c.num_layers, c.num_cells, c.out_filters,
+            ", aux head" if c.use_aux_heads else "",
+            ", drop-path" if c.fixed_arc is not None
+            and c.drop_path_keep_prob < 1.0 else "")
+
     def printout(self, arc, score):
         """The normal cell on one line, the reduction cell on the next,
         then the accuracy."""

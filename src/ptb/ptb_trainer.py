@@ -72,8 +72,11 @@ class PtbTrainer:
 
     `train_step(x, y)` -> dict(loss, lr, grad_norm, train_ppl, arc);
     `evaluate(stream, batch_size, bptt_steps)` -> totals of the reference's
-    `eval_once`; `reward_nll(x, y, arc)` -> mean token NLL (the controller's
-    reward pass). `global_step` is the optimiser's iteration count.
+    `eval_once`; `eval_window(x, y, state[, arc])` -> (NLL [N, T], next
+    state) of one window, the traced function `evaluate` calls (one trace
+    for every arc and window length); `reward_nll(x, y, arc)` -> mean token
+    NLL (the controller's reward pass). `global_step` is the optimiser's
+    iteration count.
 
     arc_fn: for a search-mode child, a function returning a fresh arc tensor
     (the controller's sample), called inside the traced training step (a new
@@ -166,14 +169,14 @@ class PtbTrainer:
                               tf.float32)
         arc = tf.TensorSpec([ccfg.arc_length], tf.int32)
         if child.searching:
-            self._eval_fn = tf.function(
+            self.eval_window = tf.function(
                 self._eval_window, input_signature=[tokens, tokens, state,
                                                     arc])
             self._reward_fn = tf.function(
                 self._reward, input_signature=[tokens, tokens, arc],
                 jit_compile=self.reward_jit_compile)
         else:
-            self._eval_fn = tf.function(
+            self.eval_window = tf.function(
                 lambda x, y, s: self._eval_window(x, y, s, None),
                 input_signature=[tokens, tokens, state])
             self._reward_fn = tf.function(
@@ -399,10 +402,10 @@ class PtbTrainer:
                 y = tf.constant(rows[:, start + 1:end + 1])
                 if child.searching:
                     this_arc = self.arc_fn() if sample else arc
-                    nll, state = self._eval_fn(
+                    nll, state = self.eval_window(
                         x, y, state, tf.cast(this_arc, tf.int32))
                 else:
-                    nll, state = self._eval_fn(x, y, state)
+                    nll, state = self.eval_window(x, y, state)
                 per_step[start:end] = nll.numpy().astype(np.float64).sum(0)
         per_window = per_step.reshape(windows, bptt_steps).sum(1)
         total = float(per_window.sum())

@@ -96,6 +96,11 @@ class PtbSpace(SearchSpace):
     def parse_arc(self, values, child_cfg):
         return arcs.PtbArc.parse(values, child_cfg.rhn_depth)
 
+    def describe_sizes(self, child_cfg):
+        c = child_cfg
+        return "hidden {}, bptt {}, depth {}".format(
+            c.hidden_size, c.bptt_steps, c.rhn_depth)
+
     def printout(self, arc, score):
         return ["{} rw={:<.3f}".format(np.array(arc.to_list()), score)]
 
@@ -269,6 +274,26 @@ class PtbSession:
         self._windows = self._reset_rng = None
         self._tr_ppl_sum, self._num_batches = 0.0, 0
 
+    def trainer_for(self, child, arc_fn, strategy=None):
+        """A PtbTrainer of `child` with the run's settings, its arcs from
+        `arc_fn` (None: a fixed arc)."""
+        cfg = self.cfg
+        return PtbTrainer(
+            child, cfg.train, arc_fn=arc_fn,
+            jit_compile=precision.resolve_jit_compile(
+                cfg.jit_compile, cfg.searching, "ptb"),
+            mixed_precision=cfg.mixed_precision,
+            # The reward pass compiles once for every arc; --jit_compile=
+            # false turns XLA off there too.
+            reward_jit_compile=cfg.jit_compile != "false",
+            strategy=strategy)
+
+    def arc_scorer(self):
+        """The validation perplexity of an arc with the built child's
+        weights (`ValidationPerplexity`: the search study's score)."""
+        return ValidationPerplexity(self.trainer, self.data.valid,
+                                    self.cfg.batch_size, self.cfg.bptt_steps)
+
     def build(self, strategy):
         cfg = self.cfg
         child = self.space.build_child(cfg.child)
@@ -278,15 +303,7 @@ class PtbSession:
             # controller's samples: the trainer's arc_fn is late-bound.
             def arc_fn():
                 return self.phase.sample_arc()
-        self.trainer = PtbTrainer(
-            child, cfg.train, arc_fn=arc_fn,
-            jit_compile=precision.resolve_jit_compile(
-                cfg.jit_compile, cfg.searching, "ptb"),
-            mixed_precision=cfg.mixed_precision,
-            # The reward pass compiles once for every arc; --jit_compile=
-            # false turns XLA off there too.
-            reward_jit_compile=cfg.jit_compile != "false",
-            strategy=strategy)
+        self.trainer = self.trainer_for(child, arc_fn, strategy)
         if cfg.searching:
             with precision.float32_policy():  # controllers stay float32
                 self.phase = ControllerPhase(
@@ -376,3 +393,27 @@ class PtbSession:
 
 
 SPACE = PtbSpace()
+
+
+class ValidationPerplexity:
+    """`scorer(arc)`: the perplexity of a search child with the arc (a
+    list of ints) on the whole validation stream, the run's `valid_ppl`
+    pass with one arc for every window (`PtbTrainer.evaluate`: its
+    `eval_window`, one trace for every arc; the averaged weights when the
+    run keeps them); `traces()` counts its traces. `what` names the
+    split."""
+
+    def __init__(self, trainer, stream, batch_size, bptt_steps):
+        self.trainer = trainer
+        self.stream = stream
+        self.batch_size, self.bptt_steps = batch_size, bptt_steps
+        self.what = "{} validation words".format(np.size(stream))
+
+    def __call__(self, arc):
+        result = self.trainer.evaluate(
+            self.stream, self.batch_size, self.bptt_steps,
+            arc=tf.constant(arc, tf.int32))
+        return float(result["ppl"])
+
+    def traces(self):
+        return self.trainer.eval_window.experimental_get_tracing_count()
