@@ -495,9 +495,10 @@ class MacroChild(CifarChild):
         """Appends the `num_layers` layers to `self.macro_layers`."""
         raise NotImplementedError
 
-    def head(self, x, training):
-        """The classifier on the last layer's output, as a ChildOutput."""
-        return ChildOutput(self.fc(x, training=training), None)
+    def head(self, outputs, training):
+        """The ChildOutput of the layers' `outputs` (the stem's first, then
+        every layer's, in order): the classifier on the last."""
+        return ChildOutput(self.fc(outputs[-1], training=training), None)
 
     def optimizer_variables(self, train_aux_head=False):
         """The variables the optimiser updates (and the L2 term covers):
@@ -537,7 +538,7 @@ class FixedMacroChild(MacroChild):
         layers = [self.stem(images, training)]
         for layer in self.macro_layers:
             layers = layer(layers, training=training)
-        return self.head(layers[-1], training)
+        return self.head(layers, training)
 
 
 class SearchMacroChild(MacroChild):
@@ -588,7 +589,7 @@ class SearchMacroChild(MacroChild):
             layers = layer(layers, arc=arc, start_idx=start_idx,
                            training=training)
             start_idx += layer.arc_span
-        return self.head(layers[-1], training)
+        return self.head(layers, training)
 
 
 def count_params(model):
