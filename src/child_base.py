@@ -45,6 +45,8 @@ class CifarChild(Child):
     progress)."""
 
     takes_step = False
+    # What the export's signatures feed it (src.export).
+    serving_inputs = "images"
 
     def stem(self, images, training):
         """The stem's output; with `cfg.data_format="NCHW"` the images are

@@ -12,9 +12,10 @@ or the reference's own flags work unchanged), plus
   --export_what        child, controller or both (default: child with a
                        fixed arc, both when searching)
   --export_overwrite   replace a SavedModel already in --export_dir
-  --space              the entry point (cifar10 or ptb, `src.registry`);
-                       needed only when --search_for is given nowhere
-                       (macro / micro mean cifar10, enas ptb)
+  --space              the entry point (cifar10, ptb, enas_lm_fixed or
+                       enas_lm_search: `src.registry`); needed only when
+                       --search_for is given nowhere (macro / micro mean
+                       cifar10, enas ptb)
 
 The entry points define flags with the same names and other defaults: the
 entry point is read from the command line and its flagfiles before its
@@ -39,6 +40,10 @@ One SavedModel holds what was asked for. Its signatures:
   evaluation mode; the search child `predict_with_arc(tokens, state, arc)`
   instead. With --child_optim_moving_average the averaged weights are
   exported (what the reference saves).
+- enas_lm child: the same signatures with `state: float32 [N, hidden]`;
+  a fixed model whose run started averaging exports its averaged weights
+  (what enas_lm evaluates from then on). Its TF1 checkpoints are read with
+  `src.enas_lm.checkpoint`.
 - Controllers: `sample()` -> {"arc", "log_prob", "entropy"} and
   `log_prob(arc: int32 [A])` -> {"log_prob", "entropy"}; the macro
   controller's also "skip_count" and "skip_penalty". log_prob is the
@@ -68,10 +73,9 @@ from src import entry_point, flagfile, registry
 from src.checkpoints import has_checkpoint, variables_by_path
 from src.cifar10 import data as cifar_data
 from src.errors import UserError
-from src.ptb.ptb_child import PtbChild
-from src.reference_checkpoint import (import_reference_checkpoint,
-                                      resolve_checkpoint)
+from src.reference_checkpoint import resolve_checkpoint
 from src.run_loop import space_of
+from src.space import ExportAveraging
 
 CONTROLLER_KEYS = ("arc", "log_prob", "entropy", "skip_count", "skip_penalty")
 INFO_FILE = os.path.join("assets.extra", "enas_export.json")
@@ -156,22 +160,20 @@ def ptb_vocab_size(path, reference):
     return shapes[key][0] if key in shapes else None
 
 
-def restore_run_checkpoint(path, child=None, controller=None, shadows=None):
+def restore_run_checkpoint(path, child=None, controller=None, objects=None):
     """Restores the given parts from a checkpoint of one of our runs
-    (`RunCheckpoint`): child and controller by variable path, and the PTB
-    trainer's moving averages (`shadows`, its {path: shadow} dict). Parts
+    (`RunCheckpoint`): child and controller by variable path, and
+    `objects` ({checkpoint name: trackable}: a trainer's averages). Parts
     not given are not read, so a checkpoint holding only the controller is
     enough for the controller. Returns {"global_step", "controller_step"}:
     the two optimisers' update counts (None when absent). UserError when a
     part does not fit."""
 
-    objects = {}
+    objects = dict(objects or {})
     if child is not None:
         objects["child"] = variables_by_path(child)
     if controller is not None:
         objects["controller"] = variables_by_path(controller)
-    if shadows is not None:
-        objects["moving_average"] = shadows
     try:
         status = tf.train.Checkpoint(**objects).restore(path)
         status.expect_partial()
@@ -193,10 +195,6 @@ def restore_run_checkpoint(path, child=None, controller=None, shadows=None):
 
 
 # -- the SavedModel ----------------------------------------------------------
-
-def _child_kind(child):
-    return "ptb" if isinstance(child, PtbChild) else "cifar10"
-
 
 def _batch_statistics_logits(child, images, arc):
     """The micro search child's logits with batch norm on the statistics of
@@ -224,11 +222,9 @@ def child_signatures(child, mean=None, std=None, batch_statistics=False):
     arc_spec = (tf.TensorSpec([child.cfg.arc_length], tf.int32, name="arc")
                 if searching else None)
     out = {}
-    if _child_kind(child) == "ptb":
+    if child.serving_inputs == "tokens":
         tokens = tf.TensorSpec([None, None], tf.int32, name="tokens")
-        state = tf.TensorSpec(
-            [child.cfg.num_layers, None, child.cfg.hidden_size], tf.float32,
-            name="state")
+        state = child.state_spec()
 
         def forward(tokens, state, arc=None):
             outputs, next_state = child(tokens, state, arc=arc,
@@ -358,8 +354,6 @@ def export_from_config(cfg, space, export_dir, what=None, checkpoint=None,
     the reference code), and saves the SavedModel. Returns the record
     written to `assets.extra/enas_export.json`."""
 
-
-
     searching = cfg.searching
     what = what or ("both" if searching else "child")
     if what in ("controller", "both") and not searching:
@@ -383,20 +377,16 @@ def export_from_config(cfg, space, export_dir, what=None, checkpoint=None,
     if what in ("controller", "both"):
         controller = space.build_controller(cfg.controller)
 
-    averaging = contextlib.nullcontext()
     if reference_checkpoint is not None:
-        result = import_reference_checkpoint(source, child=child,
-                                             controller=controller)
-        step = result["global_step"]
-        ctrl_step = result["train_step"]
+        steps, averaging = space.import_reference(cfg, source, child,
+                                                  controller)
     else:
-        shadows = None
-        if child is not None:
-            shadows, averaging = space.export_averaging(cfg, child)
+        averaging = (space.export_averaging(cfg, child) if child is not None
+                     else ExportAveraging())
         steps = restore_run_checkpoint(source, child=child,
                                        controller=controller,
-                                       shadows=shadows)
-        step, ctrl_step = steps["global_step"], steps["controller_step"]
+                                       objects=averaging.objects)
+    step, ctrl_step = steps["global_step"], steps["controller_step"]
 
     mean = std = None
     if child is not None and not searching:
@@ -407,10 +397,10 @@ def export_from_config(cfg, space, export_dir, what=None, checkpoint=None,
             "reference_checkpoint": reference_checkpoint is not None,
             "global_step": step, "controller_step": ctrl_step,
             "batch_statistics": batch_statistics and child is not None,
-            "moving_average": not isinstance(averaging,
-                                             contextlib.nullcontext)}
+            "moving_average": bool(averaging.active())}
     _check_export_dir(export_dir, overwrite, remove=True)
-    with averaging:
+    with (averaging.weights() if info["moving_average"]
+          else contextlib.nullcontext()):
         names = save_export(export_dir, child=child, controller=controller,
                             mean=mean, std=std,
                             batch_statistics=batch_statistics, info=info)
@@ -427,8 +417,6 @@ def export_from_config(cfg, space, export_dir, what=None, checkpoint=None,
 # -- the command line --------------------------------------------------------
 
 def _main(entry, f, argv):
-
-
     if len(argv) > 1:
         raise UserError("unexpected arguments {}: every option is a --flag"
                         .format(" ".join(argv[1:])))
@@ -456,8 +444,6 @@ def _main(entry, f, argv):
 def run(argv=None):
     """`python -m src.export`: picks the entry point's flag set from argv,
     defines it and the export's flags, and exports."""
-
-
     argv = list(sys.argv if argv is None else argv)
     try:
         entry = choose_space(argv)

@@ -9,9 +9,11 @@ A search space is one package (`src/macro`, `src/micro`, `src/ptb`) whose
 need from it. BUILD.md, Architecture, has the checklist for a new space.
 """
 
+import contextlib
 import dataclasses
 
 from src.random_policy import RandomPolicyConfig, UniformSampler
+from src.reference_checkpoint import import_reference_checkpoint
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -51,6 +53,21 @@ class RunConfig:
     @property
     def searching(self):
         return self.child.fixed_arc is None
+
+
+@dataclasses.dataclass
+class ExportAveraging:
+    """How averaged weights reach a child's export (`src.export`).
+
+    objects: {checkpoint name: trackable} restored from a run checkpoint
+      beside the child (the averages);
+    active(): whether the export holds the averages (asked after the
+      restore: a run may not have started averaging);
+    weights(): the context in which the child holds them.
+    The default: no averaging."""
+    objects: dict = dataclasses.field(default_factory=dict)
+    active: object = lambda: False
+    weights: object = contextlib.nullcontext
 
 
 class SearchSpace:
@@ -115,9 +132,19 @@ class SearchSpace:
         raise NotImplementedError
 
     def export_averaging(self, cfg, child):
-        """(variables to restore besides the child's or None, a context in
-        which the child holds the weights to export)."""
-        raise NotImplementedError
+        """The `ExportAveraging` of a child restored from one of our run
+        checkpoints (default: none)."""
+        return ExportAveraging()
+
+    def import_reference(self, cfg, source, child, controller):
+        """Assigns `child` and/or `controller` (None: not exported) their
+        values in the reference's TF1 checkpoint `source`; returns
+        ({"global_step", "controller_step"}: ints or None, the
+        `ExportAveraging`). Default: `import_reference_checkpoint`."""
+        result = import_reference_checkpoint(source, child=child,
+                                             controller=controller)
+        return ({"global_step": result["global_step"],
+                 "controller_step": result["train_step"]}, ExportAveraging())
 
     def serving_statistics(self, cfg, log):
         """(mean, std) the fixed child's serving signature bakes in, or

@@ -344,8 +344,9 @@ def test_a_ptb_search_run_exports_its_averaged_child_and_controller(ptb_run):
                                                moving_average=0.9),
                          arc_fn=lambda: None)
     shadows = trainer.checkpoint_objects()["moving_average"]
-    steps = export.restore_run_checkpoint(path, child=child, controller=ctrl,
-                                          shadows=shadows)
+    steps = export.restore_run_checkpoint(
+        path, child=child, controller=ctrl,
+        objects={"moving_average": shadows})
     assert steps["global_step"] > 0 and steps["controller_step"] > 0
     loaded = tf.saved_model.load(ptb_run["exported"])
     assert sorted(loaded.signatures) == ["log_prob", "predict_with_arc",

@@ -77,7 +77,8 @@ def test_the_reference_checkpoint_imports_every_variable_by_its_name(case):
     child, trainer, info = build(config, "ckpt_init/model.ckpt-0")
     assert [v.path for v in child.optimizer_variables()] == \
         config["optimizer_var_list"]
-    assert info == {"loaded": 14, "global_step": 0, "start_idx": 0}
+    assert info == {"loaded": 14, "global_step": 0, "start_idx": 0,
+                    "train_step": None}
     np.testing.assert_array_equal(child.batch_state,
                                   outputs["init_batch_state"])
     np.testing.assert_array_equal(child.test_state,

@@ -7,7 +7,6 @@ A CIFAR-10 space (`CifarSpace` subclass) adds its child and controller
 configs, models and arc printout.
 """
 
-import contextlib
 import dataclasses
 import math
 
@@ -79,9 +78,6 @@ class CifarSpace(SearchSpace):
         if cfg.child.data_format != "NHWC":
             log("note: exporting in NHWC (the weights are the same)")
             cfg.child.data_format = "NHWC"
-
-    def export_averaging(self, cfg, child):
-        return None, contextlib.nullcontext()
 
     def serving_statistics(self, cfg, log):
         """The run's training mean and std, read from --data_path as the

@@ -56,12 +56,14 @@ def _listed(kind, names):
 
 def import_enas_lm_checkpoint(path, child=None, trainer=None,
                               controller=None, reinforce=None):
-    """Assigns `child` (None: a controller-only import) (and the fixed `trainer`'s step and averaging state,
-    the `controller`'s weights, the `reinforce` trainer's baseline and
-    counters, when given) their values in an enas_lm checkpoint. Nothing is
+    """Assigns `child` (None: a controller-only import), and when given the
+    fixed `trainer`'s step and averaging state, the `controller`'s weights
+    and the `reinforce` trainer's baseline and counters, their values in an
+    enas_lm checkpoint. Nothing is
     assigned unless every child (and controller) variable is there with its
     shape. Returns {"loaded": the number of variables assigned,
-    "global_step": int or None, "start_idx": int or None}."""
+    "global_step": int or None, "start_idx": int or None, "train_step": the
+    controller's updates, int or None}."""
     path = resolve_checkpoint(path)
     reader = _reader(path)
     shapes = reader.get_variable_to_shape_map()
@@ -114,7 +116,10 @@ def import_enas_lm_checkpoint(path, child=None, trainer=None,
         if name in shapes:
             v.assign(tf.cast(reader.get_tensor(name), v.dtype))
             loaded += 1
-    info = {"loaded": loaded, "global_step": None, "start_idx": None}
+    info = {"loaded": loaded, "global_step": None, "start_idx": None,
+            "train_step": None}
+    if "train_step" in shapes:  # the controller's updates
+        info["train_step"] = int(reader.get_tensor("train_step"))
     if "global_step" in shapes:
         info["global_step"] = int(reader.get_tensor("global_step"))
         if trainer is not None:

@@ -160,6 +160,18 @@ def cell_step(x_part, s, w_state, w_nodes, arc, layer_mask):
 class _TiedLanguageModel(keras.layers.Layer):
     """What both children share: the tied softmax's per-token NLL."""
 
+    # What the export's signatures feed it (src.export).
+    serving_inputs = "tokens"
+
+    def state_spec(self):
+        """The carried state's TensorSpec (any batch)."""
+        return tf.TensorSpec([None, self.cfg.hidden_size], tf.float32,
+                             name="state")
+
+    def logits(self, outputs):
+        """outputs [N, T, H] @ w_emb^T -> [N, T, V] (tied weights)."""
+        return tf.einsum("nth,vh->ntv", outputs, self.w_emb)
+
     def token_nll(self, x, y, state, arc=None, training=False):
         """(per-token NLL [N, T], outputs [N, T, H] before the output
         dropout, next state [N, H]) of the window x -> y from `state`
@@ -179,7 +191,7 @@ class _TiedLanguageModel(keras.layers.Layer):
             top = _times(outputs, drop_mask(
                 [tf.shape(x)[0], 1, self.cfg.hidden_size], self.cfg.drop_o,
                 self.dropout_seed))
-        logits = tf.einsum("nth,vh->ntv", top, self.w_emb)
+        logits = self.logits(top)
         nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y,
                                                              logits=logits)
         return nll, outputs, next_state, weights
@@ -241,6 +253,8 @@ class EnasLmFixedChild(_TiedLanguageModel):
     `token_nll(x, y, state, training=...)` -> (nll [N, T], outputs,
     next_state).
     """
+
+    searching = False
 
     def __init__(self, cfg, name="language_model", **kwargs):
         super().__init__(name=name, **kwargs)
@@ -360,6 +374,8 @@ class EnasLmSearchChild(_TiedLanguageModel):
     [4, k, H, 2H] for node k = 1..K (node k with function f reading node p
     uses block [f, p]), and the carried state `child/init_states/batch/s`.
     """
+
+    searching = True
 
     def __init__(self, cfg, name="child", **kwargs):
         super().__init__(name=name, **kwargs)

@@ -17,13 +17,14 @@ from src.enas_lm.child import (EnasLmChildConfig, EnasLmFixedChild,
 from src.enas_lm.controller import (REWARD_CONSTANT, EnasLmController,
                                     EnasLmControllerConfig,
                                     SyncReplicasReinforce)
+from src.enas_lm.checkpoint import import_enas_lm_checkpoint
 from src.enas_lm.data import RandomLengthStream
 from src.enas_lm.trainer import (EnasLmFixedTrainer, EnasLmSearchTrainer,
                                  EnasLmTrainConfig)
 from src.errors import UserError
 from src.ptb import data as ptb_data
 from src.reinforce import ReinforceConfig
-from src.space import RunConfig, SearchSpace
+from src.space import ExportAveraging, RunConfig, SearchSpace
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -61,6 +62,36 @@ class EnasLmSpace(SearchSpace):
     def build_variables(self, child):
         pass  # the child creates its weights when constructed
 
+    # -- export (src.export): the PTB space's signatures
+
+    def prepare_export(self, cfg, source, reference, log):
+        pass  # the vocabulary is --child_vocab_size, as in the run
+
+    def serving_statistics(self, cfg, log):
+        return None, None
+
+    def export_averaging(self, cfg, child):
+        """A fixed model exports its averaged weights once its run started
+        averaging (what enas_lm evaluates from then on)."""
+        if child.searching:
+            return ExportAveraging()
+        return _averaging(EnasLmFixedTrainer(child, cfg.train),
+                          restore=True)
+
+    def import_reference(self, cfg, source, child, controller):
+        """An enas_lm TF1 checkpoint (`import_enas_lm_checkpoint`), with the
+        fixed trainer's averaging state."""
+        trainer = None
+        if child is not None and not child.searching:
+            trainer = EnasLmFixedTrainer(child, cfg.train)
+        info = import_enas_lm_checkpoint(source, child, trainer=trainer,
+                                         controller=controller)
+        steps = {"global_step": info["global_step"],
+                 "controller_step": info["train_step"]}
+        if trainer is None:
+            return steps, ExportAveraging()
+        return steps, _averaging(trainer, restore=False)
+
     def parse_arc(self, values, child_cfg):
         loose = (child_cfg.average_loose_ends if child_cfg.fixed_arc is None
                  else child_cfg.fixed_arc.average_loose_ends)
@@ -76,6 +107,16 @@ class EnasLmSpace(SearchSpace):
 
     def arc_record(self, arc):
         return {"enas_lm_cell": arc.describe()}
+
+
+def _averaging(trainer, restore):
+    """The ExportAveraging of a fixed trainer's averages (`restore`: read
+    from a run checkpoint, else already assigned)."""
+    return ExportAveraging(
+        objects=({"averaging": trainer.checkpoint_objects()["averaging"]}
+                 if restore else {}),
+        active=lambda: bool(trainer.moving_avg_started.numpy()),
+        weights=trainer.averaged_weights)
 
 
 def _at_least(f, minimums):

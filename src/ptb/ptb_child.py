@@ -355,6 +355,9 @@ class PtbChild(Child):
     whether `call` reads the arc.
     """
 
+    # What the export's signatures feed it (src.export).
+    serving_inputs = "tokens"
+
     def __init__(self, cfg, name="ptb_enas_model", **kwargs):
         super().__init__(cfg, name=name, **kwargs)
         h, d = cfg.hidden_size, cfg.rhn_depth
@@ -429,6 +432,11 @@ class PtbChild(Child):
     def zero_state(self, batch_size):
         return tf.zeros([self.cfg.num_layers, batch_size,
                          self.cfg.hidden_size])
+
+    def state_spec(self):
+        """The carried state's TensorSpec (any batch)."""
+        return tf.TensorSpec([self.cfg.num_layers, None,
+                              self.cfg.hidden_size], tf.float32, name="state")
 
     # -- arcs
 

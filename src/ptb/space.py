@@ -4,7 +4,6 @@ training-state resets, validation perplexity, the test perplexity when
 validation improves and at the end).
 """
 
-import contextlib
 import dataclasses
 
 import numpy as np
@@ -23,7 +22,7 @@ from src.ptb.ptb_trainer import PtbTrainConfig, PtbTrainer
 from src.random_policy import RandomPolicyConfig, uniform
 from src.reinforce import ReinforceConfig
 from src.search import ControllerPhase, PhaseHooks
-from src.space import RunConfig, SearchSpace
+from src.space import ExportAveraging, RunConfig, SearchSpace
 
 # The reference tests the model whenever the validation perplexity beats
 # this (and once at the end).
@@ -79,13 +78,15 @@ class PtbSpace(SearchSpace):
 
     def export_averaging(self, cfg, child):
         """With --child_optim_moving_average the averaged weights are what
-        the reference saves: (the trainer's shadows to restore, a context
-        holding them in the child's variables)."""
+        the reference saves: the trainer's shadows, held in the child's
+        variables while exporting."""
         if cfg.train.moving_average is None:
-            return None, contextlib.nullcontext()
+            return ExportAveraging()
         trainer = PtbTrainer(child, cfg.train, arc_fn=lambda: None)
-        return (trainer.checkpoint_objects()["moving_average"],
-                trainer.averaged_weights())
+        return ExportAveraging(
+            objects={"moving_average":
+                     trainer.checkpoint_objects()["moving_average"]},
+            active=lambda: True, weights=trainer.averaged_weights)
 
     def serving_statistics(self, cfg, log):
         return None, None
