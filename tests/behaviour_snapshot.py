@@ -3,8 +3,8 @@
     python tests/behaviour_snapshot.py record OUT [--repo DIR] [--only NAME]
     python tests/behaviour_snapshot.py compare BEFORE AFTER
 
-`record` runs every CPU flagfile (macro, micro and PTB; search and final)
-of the checkout at DIR (default: this one) at a tiny size with
+`record` runs every CPU flagfile (macro, micro, PTB and enas_lm; search
+and final) of the checkout at DIR (default: this one) at a tiny size with
 `--deterministic`, one process each, and keeps in OUT/NAME/ the run's
 stdout (wall-clock `mins=` values and the run folder's path masked),
 `arcs.jsonl` and `best_arc.txt` when the run writes them, and every tensor
@@ -33,6 +33,8 @@ CIFAR_TINY = ["--child_out_filters=8", "--num_epochs=1", "--log_every=2",
 MICRO_TINY = CIFAR_TINY + ["--child_num_cells=2", "--child_num_layers=1"]
 PTB_TINY = ["--child_lstm_hidden_size=16", "--num_epochs=1",
             "--log_every=5", "--controller_train_steps=2"]
+ENAS_LM_TINY = ["--child_hidden_size=16", "--child_num_train_epochs=2",
+                "--log_every=20"]
 PTB_DATA = "--data_path={}".format(SHARED / "ptb")
 CIFAR_DATA = "--data_path={}".format(SHARED / "cifar10-partial")
 
@@ -53,6 +55,11 @@ RUNS = {
                    PTB_TINY + [PTB_DATA, "--child_rhn_depth=4"]),
     "ptb_final": ("src.ptb.main", "ptb_final_cpu",
                   PTB_TINY + [PTB_DATA]),
+    "enas_lm_fixed": ("src.enas_lm.fixed", "enas_lm_fixed_cpu",
+                      ENAS_LM_TINY + [PTB_DATA]),
+    "enas_lm_search": ("src.enas_lm.search", "enas_lm_search_cpu",
+                       ENAS_LM_TINY + [PTB_DATA,
+                                       "--controller_num_train_steps=2"]),
 }
 
 
