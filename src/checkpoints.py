@@ -10,7 +10,6 @@ import tensorflow as tf
 
 from src import distribute
 from src.errors import UserError
-from src.reference_checkpoint import start_run_from
 
 
 def variables_by_path(layer):
@@ -123,13 +122,11 @@ def has_checkpoint(output_dir):
             and tf.train.latest_checkpoint(output_dir) is not None)
 
 
-def open_run_checkpoint(output_dir, child, trainer, search=None,
-                        reference_checkpoint=None, **extra):
+def open_run_checkpoint(output_dir, child, trainer, search=None, **extra):
     """The checkpoint of an entry point's run: the child, the trainer's
     objects, the controller's when searching (`search`), and `extra`
-    trackables. Restores the newest save in `output_dir`; with none, starts
-    from `reference_checkpoint` when given. Returns (RunCheckpoint, the
-    restored path or None)."""
+    trackables. Restores the newest save in `output_dir`. Returns
+    (RunCheckpoint, the restored path or None)."""
     models = {"child": child}
     objects = dict(trainer.checkpoint_objects(), **extra)
     if search:
@@ -137,6 +134,4 @@ def open_run_checkpoint(output_dir, child, trainer, search=None,
         objects.update(search.checkpoint_objects())
     ckpt = RunCheckpoint(output_dir, models=models, **objects)
     restored = ckpt.restore_latest()
-    if restored is None and reference_checkpoint:
-        start_run_from(reference_checkpoint, trainer, search)
     return ckpt, restored

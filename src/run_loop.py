@@ -74,31 +74,31 @@ def train(cfg, space=None):
 def _train(space, cfg):
     strategy = entry_point.prepare_run(cfg)
     session = space.open_session(cfg)
-    ntb = session.num_train_batches
 
-    print("-" * 80)
-    print("Build model {}".format(space.model_name))
+    session.announce_build(space.model_name)
     with strategy.scope() if strategy else contextlib.nullcontext():
         child, trainer, phase, extra = session.build(strategy)
-        ckpt, restored = open_run_checkpoint(
-            cfg.output_dir, child, trainer, phase, cfg.reference_checkpoint,
-            **extra)
+        ckpt, restored = open_run_checkpoint(cfg.output_dir, child, trainer,
+                                             phase, **extra)
+    if restored is None and cfg.reference_checkpoint:
+        session.start_from_reference(cfg.reference_checkpoint, trainer,
+                                     phase)
     step = int(trainer.global_step.numpy())
-    epoch = step // ntb
+    epoch = session.start_epoch(step, int(ckpt.epoch.numpy()))
     if restored:
         print("Resuming from {} (epoch {}, step {})".format(
             restored, epoch, step))
     session.resumed_at(epoch, step)
     summaries = run_log.Summaries(cfg.output_dir)
 
-    print("-" * 80)
-    print("Starting session")
+    session.announce_start()
     start_time = time.time()
     stop_on_nan = NanGuard(cfg.nan_policy, lambda: (step, epoch),
                            lambda: ckpt.latest, on_stop=summaries.flush)
+    saved_at = step if restored else None
 
     with StopRequest() as stop:
-        while epoch < cfg.num_epochs:
+        while not session.finished(epoch, step):
             for batch in session.epoch_batches(epoch, step):
                 out = session.train_step(batch)
                 step += 1
@@ -107,18 +107,23 @@ def _train(space, cfg):
                     return 1
                 session.observe(out)
                 if step % cfg.log_every == 0:
+                    # The reference's epoch of a log line: the last step
+                    # of an epoch prints the next.
                     line, scalars = session.train_log(
-                        out, step // ntb, step,
+                        out, step // session.num_train_batches, step,
                         (time.time() - start_time) / 60)
                     print(line)
                     summaries.scalars(step, scalars)
                 session.after_step()
-                if stop.requested and step % ntb != 0:
+                if stop.requested and not session.at_epoch_end(step):
                     # Mid-epoch: save where it stands and stop.
                     print(stop.message(ckpt.save(epoch, step)))
                     summaries.flush()
                     return stop.exit_status()
-            epoch = step // ntb
+            following = session.epoch_after(epoch, step)
+            if following == epoch:
+                break  # the run's steps ran out before the epoch's end
+            epoch = following
             if epoch % cfg.eval_every_epochs == 0:
                 session.before_eval()
                 if (phase and cfg.controller_training
@@ -127,15 +132,18 @@ def _train(space, cfg):
                                                   summaries, stop_on_nan):
                         return 1
                     phase.print_architectures(epoch)
-                print("Epoch {}: Eval".format(epoch))
+                session.announce_eval(epoch)
                 session.evaluate(step, summaries)
             session.end_epoch(epoch)
             path = ckpt.save(epoch, step)
+            saved_at = step
             summaries.flush()
             if stop.requested:
                 print(stop.message(path))
                 return stop.exit_status()
     session.finish(step, summaries)
+    if saved_at != step:
+        ckpt.save(epoch, step)
     summaries.flush()
     return 0
 

@@ -13,7 +13,8 @@ import contextlib
 import dataclasses
 
 from src.random_policy import RandomPolicyConfig, UniformSampler
-from src.reference_checkpoint import import_reference_checkpoint
+from src.reference_checkpoint import (import_reference_checkpoint,
+                                      start_run_from)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -173,15 +174,24 @@ class SearchSpace:
 
 class Session:
     """One run of a space, made by `SearchSpace.open_session(cfg, data)`
-    once the data is read; `src.run_loop.train` drives it.
+    once the data is read; `src.run_loop.train` drives it. Subclass it: the
+    methods below without a body here are the space's to write; the others
+    have the defaults of a space whose epochs are `num_train_batches` steps
+    (CIFAR-10, PTB).
 
-    num_train_batches: child steps per epoch.
+    cfg: the run's config. num_train_batches: child steps per epoch.
     build(strategy) -> (child, trainer, phase, extra checkpoint objects):
       the models, built under the strategy's scope by the caller; phase is
-      the `src.search.ControllerPhase` when searching, else None.
+      the controller phase when searching (`src.search.ControllerPhase`:
+      `controller`, `checkpoint_objects()`, `train_controller(...)`,
+      `print_architectures(epoch)`), else None.
     trainer_for(child, arc_fn, strategy=None) -> a trainer of `child` with
       the run's settings, its arcs from `arc_fn` (None: a fixed arc); what
       `build` uses, and `src.bench` for its gating floor.
+    start_from_reference(path, trainer, phase): a new run's start from the
+      reference's TF1 checkpoint (`--reference_checkpoint`).
+    start_epoch(step, saved_epoch) -> the epoch a run at global step `step`
+      is in (`saved_epoch`: its checkpoint's epoch counter, 0 when new).
     resumed_at(epoch, step): the run starts at this epoch and global step
       (after the checkpoint's restore; 0, 0 for a new run).
     epoch_batches(epoch, step): the batches of `epoch` still to train after
@@ -190,8 +200,81 @@ class Session:
     observe(out): bookkeeping of every step before its log line.
     train_log(out, epoch, step, minutes) -> (log line, summary scalars).
     after_step(): what follows a step's log line.
+    at_epoch_end(step): whether the step just taken ended its epoch (a stop
+      request then waits for the epoch's evaluation and checkpoint).
+    epoch_after(epoch, step) -> the epoch that follows `epoch`'s batches,
+      which ended at global step `step`; `epoch` itself when they ended
+      before the epoch did (the run's step budget ran out).
+    finished(epoch, step): whether the run has trained all it should.
     before_eval(): what precedes an evaluation (and the controller phase).
     evaluate(step, summaries): the evaluation printout of an epoch.
     end_epoch(epoch): what follows an epoch, before its checkpoint.
     finish(step, summaries): what follows the last epoch.
+    announce_build(model_name), announce_start(), announce_eval(epoch): the
+      reference's banner lines before the build, before the first step and
+      before an evaluation.
     """
+    cfg = None
+    num_train_batches = None
+
+    def build(self, strategy):
+        raise NotImplementedError
+
+    def trainer_for(self, child, arc_fn, strategy=None):
+        raise NotImplementedError
+
+    def start_from_reference(self, path, trainer, phase):
+        start_run_from(path, trainer, phase)
+
+    def start_epoch(self, step, saved_epoch):
+        return step // self.num_train_batches
+
+    def resumed_at(self, epoch, step):
+        pass
+
+    def epoch_batches(self, epoch, step):
+        raise NotImplementedError
+
+    def train_step(self, batch):
+        raise NotImplementedError
+
+    def observe(self, out):
+        pass
+
+    def train_log(self, out, epoch, step, minutes):
+        raise NotImplementedError
+
+    def after_step(self):
+        pass
+
+    def at_epoch_end(self, step):
+        return step % self.num_train_batches == 0
+
+    def epoch_after(self, epoch, step):
+        return step // self.num_train_batches
+
+    def finished(self, epoch, step):
+        return epoch >= self.cfg.num_epochs
+
+    def before_eval(self):
+        pass
+
+    def evaluate(self, step, summaries):
+        raise NotImplementedError
+
+    def end_epoch(self, epoch):
+        pass
+
+    def finish(self, step, summaries):
+        pass
+
+    def announce_build(self, model_name):
+        print("-" * 80)
+        print("Build model {}".format(model_name))
+
+    def announce_start(self):
+        print("-" * 80)
+        print("Starting session")
+
+    def announce_eval(self, epoch):
+        print("Epoch {}: Eval".format(epoch))

@@ -107,7 +107,7 @@ class LoadedRun:
         self.child, self.trainer, self.phase, extra = self.session.build(
             None)
         _, restored = open_run_checkpoint(run_dir, self.child, self.trainer,
-                                          self.phase, None, **extra)
+                                          self.phase, **extra)
         if restored is None:
             raise UserError("--run_dir={} holds no checkpoint: the search "
                             "has not finished an epoch".format(run_dir))

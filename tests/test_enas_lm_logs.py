@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from src import logs
-from src.enas_lm.loop import search_line, train_line
-from src.enas_lm.space import controller_line
+from src.enas_lm.log_lines import search_line, train_line
+from src.enas_lm.log_lines import controller_line
 from tests.conftest import SHARED
 
 STDOUT = SHARED / "reference" / "enas_lm" / "stdout"

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 
 from src.enas_lm import search as search_main
-from src.enas_lm.loop import search_line
-from src.enas_lm.space import controller_line
+from src.enas_lm.log_lines import search_line
+from src.enas_lm.log_lines import controller_line
 from tests.ptb_fixtures import REPO_ROOT, main_env, write_tiny_ptb
 
 STDOUT = REPO_ROOT.parent / "shared" / "reference" / "enas_lm" / "stdout"

@@ -21,7 +21,7 @@ from src.export import child_signatures
 from src.flag_defs import port_options
 from src.reinforce import ReinforceConfig
 from src.search import ControllerPhase, PhaseHooks
-from src.space import RunConfig, SearchSpace
+from src.space import RunConfig, SearchSpace, Session
 from src.train_ops import TrainConfig
 
 
@@ -217,7 +217,7 @@ def phase_hooks(cfg, child, data):
     return PhaseHooks(reward, reward_batches, line, scalars)
 
 
-class CifarSession:
+class CifarSession(Session):
     """A CIFAR-10 run (src.space.Session): the data read, the learning
     rate's and drop-path's step counts set from the batches per epoch.
     data: a CifarData already read (src.bench's synthetic images), else
@@ -274,9 +274,6 @@ class CifarSession:
         return ValidationAccuracy(self.trainer.child, self.data,
                                   self.cfg.eval_training_mode)
 
-    def resumed_at(self, epoch, step):
-        pass
-
     def epoch_batches(self, epoch, step):
         # Not 0 only when resuming from a checkpoint saved mid-epoch.
         start_batch = step - epoch * self.num_train_batches
@@ -290,9 +287,6 @@ class CifarSession:
         return {k: v.numpy() for k, v in
                 self.trainer.train_step(images, labels).items()}
 
-    def observe(self, out):
-        pass
-
     def train_log(self, out, epoch, step, minutes):
         line = run_log.train_line(epoch, step, out["loss"], out["lr"],
                                   out["grad_norm"], int(out["train_acc"]),
@@ -300,12 +294,6 @@ class CifarSession:
         return line, {"child/loss": out["loss"], "child/lr": out["lr"],
                       "child/grad_norm": out["grad_norm"],
                       "child/train_acc": out["train_acc"] / self._batch_size}
-
-    def after_step(self):
-        pass
-
-    def before_eval(self):
-        pass
 
     def evaluate(self, step, summaries):
         splits = ["valid"] if self.data.images["valid"] is not None else []
@@ -315,12 +303,6 @@ class CifarSession:
                                                                 split))
             print(run_log.accuracy_line(split, acc))
             summaries.scalars(step, {"{}_accuracy".format(split): acc})
-
-    def end_epoch(self, epoch):
-        pass
-
-    def finish(self, step, summaries):
-        pass
 
 
 class ValidationAccuracy:

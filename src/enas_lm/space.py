@@ -1,8 +1,8 @@
 """The corrected PTB language model's `SPACE` (enas_lm): its configs from
 the flags of `python -m src.enas_lm.fixed` and `python -m src.enas_lm.search`,
 the sessions of both (data, models, steps, evaluations, the controller's
-training), the arc printout and `arcs.jsonl` fields. The loops that drive
-the sessions are `src.enas_lm.loop`.
+training) that `src.run_loop` drives, the arc printout and `arcs.jsonl`
+fields.
 """
 
 import dataclasses
@@ -12,19 +12,21 @@ import numpy as np
 import tensorflow as tf
 
 from src.enas_lm import arcs
+from src.enas_lm.checkpoint import import_enas_lm_checkpoint
 from src.enas_lm.child import (EnasLmChildConfig, EnasLmFixedChild,
                                EnasLmSearchChild)
 from src.enas_lm.controller import (REWARD_CONSTANT, EnasLmController,
                                     EnasLmControllerConfig,
                                     SyncReplicasReinforce)
-from src.enas_lm.checkpoint import import_enas_lm_checkpoint
 from src.enas_lm.data import RandomLengthStream
+from src.enas_lm.log_lines import controller_line, search_line, train_line
 from src.enas_lm.trainer import (EnasLmFixedTrainer, EnasLmSearchTrainer,
                                  EnasLmTrainConfig)
 from src.errors import UserError
 from src.ptb import data as ptb_data
 from src.reinforce import ReinforceConfig
-from src.space import ExportAveraging, RunConfig, SearchSpace
+from src.search import PhaseHooks
+from src.space import ExportAveraging, RunConfig, SearchSpace, Session
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -96,6 +98,11 @@ class EnasLmSpace(SearchSpace):
         loose = (child_cfg.average_loose_ends if child_cfg.fixed_arc is None
                  else child_cfg.fixed_arc.average_loose_ends)
         return arcs.EnasLmArc.parse(values, child_cfg.num_layers, loose)
+
+    def describe_sizes(self, child_cfg):
+        c = child_cfg
+        return "hidden {}, bptt {}, {} nodes".format(
+            c.hidden_size, c.bptt_steps, c.num_layers)
 
     def open_session(self, cfg, data=None):
         if cfg.searching:
@@ -218,25 +225,95 @@ def averaging_starts(history, valid_ppl, threshold, started):
             and valid_ppl > min(history[:len(history) - threshold]))
 
 
-class EnasLmFixedSession:
+class _EnasLmSession(Session):
+    """What both enas_lm runs share for `src.run_loop`: an epoch is a pass
+    over the training text in enas_lm's random-length windows (so its
+    steps vary), the run ends after `num_train_steps` steps (mid-pass, as
+    enas_lm's), the stream's position is checkpointed (`start_idx`), the
+    log line's perplexity is over the pass so far, and enas_lm prints none
+    of the reference's banners."""
+
+    def __init__(self, cfg, data, test):
+        self.cfg = cfg
+        self.data = _read_data(cfg, data, test=test)
+        batch, bptt = cfg.child.batch_size, cfg.child.bptt_steps
+        self.num_train_batches = ptb_data.num_windows(self.data.train, batch,
+                                                      bptt)
+        self.num_train_steps = self.num_train_batches * cfg.num_epochs
+        self.child = self.trainer = self.stream = self.start_idx = None
+        self._epoch_end = False
+        self._accum_loss, self._accum_steps = 0.0, 0
+
+    def _stream(self):
+        """The training stream and its checkpointed position."""
+        self.stream = RandomLengthStream(
+            self.data.train, self.cfg.child.batch_size,
+            self.cfg.child.bptt_steps, self.cfg.seed)
+        self.start_idx = tf.Variable(0, dtype=tf.int32, trainable=False,
+                                     name="start_idx")
+
+    def next_batch(self):
+        """(x, y, should_reset) of the next training window."""
+        self.stream.position = int(self.start_idx.numpy())
+        x, y, should_reset = self.stream.next(
+            int(self.trainer.global_step.numpy()))
+        self.start_idx.assign(self.stream.position)
+        return x, y, should_reset
+
+    def epoch_batches(self, epoch, step):
+        # Windows until the pass ends (should_reset) or the steps run out.
+        while True:
+            x, y, self._epoch_end = self.next_batch()
+            yield x, y
+            if self._epoch_end or self.finished(
+                    epoch, int(self.trainer.global_step.numpy())):
+                return
+
+    def observe(self, out):
+        self._accum_loss += float(out["loss"])
+        self._accum_steps += 1
+
+    def _ppl(self):
+        return np.exp(self._accum_loss / self._accum_steps)
+
+    def at_epoch_end(self, step):
+        return self._epoch_end
+
+    def epoch_after(self, epoch, step):
+        return epoch + 1 if self._epoch_end else epoch
+
+    def finished(self, epoch, step):
+        return step >= self.num_train_steps
+
+    def end_epoch(self, epoch):
+        self.trainer.reset_batch_state()
+        self._accum_loss, self._accum_steps = 0.0, 0
+
+    def announce_build(self, model_name):
+        pass
+
+    def announce_start(self):
+        pass
+
+    def announce_eval(self, epoch):
+        pass
+
+
+class EnasLmFixedSession(_EnasLmSession):
     """A fixed-model run (what enas_lm's `fixed.train` holds): the data read
     and checked, the steps per epoch and in all, then (`build`) the child,
-    the trainer and the training stream.
+    the trainer and the training stream; after each pass the validation
+    (on the averaged weights once averaging started) and the averaging
+    trigger, at the end the batch-1 test evaluation.
 
     data: a PtbData already read, else read from cfg.data_path.
     """
 
     def __init__(self, cfg, data=None):
-        self.cfg = cfg
-        data = _read_data(cfg, data)
-        batch, bptt = cfg.child.batch_size, cfg.child.bptt_steps
-        self.data = data
-        self.num_train_batches = ptb_data.num_windows(data.train, batch,
-                                                      bptt)
-        self.num_train_steps = self.num_train_batches * cfg.num_epochs
+        super().__init__(cfg, data, test=True)
         cfg.train.num_warmup_steps = (cfg.num_warmup_epochs
                                       * self.num_train_batches)
-        self.child = self.trainer = self.stream = None
+        self._averaging = False
 
     def hparams(self):
         """enas_lm's HParams object as it prints it, by name."""
@@ -258,23 +335,18 @@ class EnasLmFixedSession:
             "output_dir": cfg.output_dir, "vocab_size": c.vocab_size,
             "weight_decay": t.weight_decay}
 
-    def build(self):
+    def build(self, strategy):
         """Builds the child and trainer, printing enas_lm's lines; returns
-        the checkpoint's models and objects ({name: layer}, {name:
-        trackable})."""
+        (child, trainer, no phase, the stream's and the trigger's
+        checkpoint objects)."""
         cfg = self.cfg
         print("-" * 80)
         print("Building LM")
         self.child = EnasLmFixedChild(cfg.child)
-        self.trainer = EnasLmFixedTrainer(
-            self.child, cfg.train, jit_compile=cfg.jit_compile == "true")
+        self.trainer = self.trainer_for(self.child, None)
         print("Model has {0} params".format(sum(
             int(np.prod(v.shape)) for v in self.trainer.variables)))
-        self.stream = RandomLengthStream(
-            self.data.train, cfg.child.batch_size, cfg.child.bptt_steps,
-            cfg.seed)
-        self.start_idx = tf.Variable(0, dtype=tf.int32, trainable=False,
-                                     name="start_idx")
+        self._stream()
         # The validation perplexities so far (the averaging trigger's).
         self.best_valid_ppl = tf.Variable(
             tf.zeros([0], tf.float64), shape=tf.TensorShape([None]),
@@ -282,22 +354,53 @@ class EnasLmFixedSession:
         print("-" * 80)
         print("HParams:\n{0}".format(json.dumps(self.hparams(), indent=2,
                                                 sort_keys=True)))
-        return {"child": self.child}, dict(
-            self.trainer.checkpoint_objects(), start_idx=self.start_idx,
-            best_valid_ppl=self.best_valid_ppl)
+        return self.child, self.trainer, None, dict(
+            start_idx=self.start_idx, best_valid_ppl=self.best_valid_ppl)
 
-    # -- what the loop calls
+    def trainer_for(self, child, arc_fn, strategy=None):
+        return EnasLmFixedTrainer(child, self.cfg.train,
+                                  jit_compile=self.cfg.jit_compile == "true")
 
-    def next_batch(self):
-        """(x, y, should_reset) of the next training window."""
-        self.stream.position = int(self.start_idx.numpy())
-        x, y, should_reset = self.stream.next(
-            int(self.trainer.global_step.numpy()))
-        self.start_idx.assign(self.stream.position)
-        return x, y, should_reset
+    def start_from_reference(self, path, trainer, phase):
+        info = import_enas_lm_checkpoint(path, self.child, trainer)
+        if info["start_idx"] is not None:
+            self.start_idx.assign(info["start_idx"])
+        print("Initialised from the reference checkpoint {} ({} variables)"
+              .format(path, info["loaded"]))
 
-    def train_step(self, x, y):
-        return {k: v.numpy() for k, v in self.trainer.train_step(x, y).items()}
+    def start_epoch(self, step, saved_epoch):
+        return saved_epoch
+
+    def resumed_at(self, epoch, step):
+        self._averaging = bool(self.trainer.moving_avg_started.numpy())
+
+    def train_step(self, batch):
+        out = self.trainer.train_step(*batch)
+        return {k: v.numpy() for k, v in out.items()}
+
+    def observe(self, out):
+        super().observe(out)
+        self._averaging = bool(out["moving_avg_started"])
+
+    def train_log(self, out, epoch, step, minutes):
+        line = train_line(epoch, step, self._ppl(), float(out["lr"]),
+                          float(out["grad_norm"]),
+                          int(out["moving_avg_started"]), minutes)
+        return line, {"child/loss": out["loss"], "child/lr": out["lr"],
+                      "child/grad_norm": out["grad_norm"]}
+
+    def after_step(self):
+        if self._averaging:
+            self.trainer.update_average()
+
+    def evaluate(self, step, summaries):
+        valid_ppl = self.evaluate_valid(self._averaging)
+        summaries.scalars(step, {"child/valid_ppl": valid_ppl})
+        self.averaging_trigger(valid_ppl)
+
+    def finish(self, step, summaries):
+        test_ppl = self.evaluate_test(self._averaging)
+        summaries.scalars(step, {"child/test_ppl": test_ppl})
 
     def evaluate_valid(self, use_average):
         """enas_lm's `eval_valid`: every valid window in order from a zero
@@ -406,26 +509,22 @@ def search_config_from_flags(f):
         jit_compile=f.jit_compile)
 
 
-class EnasLmSearchSession:
+class EnasLmSearchSession(_EnasLmSession):
     """A search run (what enas_lm's `search.train` holds): the data, then
     (`build`) the controller, the shared-weight child, their trainers and
-    the training stream. The validation windows form one stream that the
-    controller's rewards and the evaluations share, as enas_lm's valid
-    queue (`valid_position`)."""
+    the training stream; after each pass the controller's training
+    (`EnasLmControllerPhase`) and the validation on sampled cells. The
+    validation windows form one stream that the controller's rewards and
+    the evaluations share, as enas_lm's valid queue (`valid_position`)."""
 
     def __init__(self, space, cfg, data=None):
+        super().__init__(cfg, data, test=False)
         self.space = space
-        self.cfg = cfg
-        self.data = _read_data(cfg, data, test=False)
         batch, bptt = cfg.child.batch_size, cfg.child.bptt_steps
-        self.num_train_batches = ptb_data.num_windows(self.data.train, batch,
-                                                      bptt)
-        self.num_train_steps = self.num_train_batches * cfg.num_epochs
         self.valid_windows = [
             (tf.constant(x), tf.constant(y)) for x, y in
             ptb_data.iter_windows(self.data.valid, batch, bptt)]
-        self.child = self.trainer = self.controller = None
-        self.reinforce = self.stream = None
+        self.controller = self.reinforce = None
 
     def hparams(self):
         cfg, c, t = self.cfg, self.cfg.child, self.cfg.train
@@ -456,9 +555,10 @@ class EnasLmSearchSession:
             "output_dir": cfg.output_dir, "vocab_size": c.vocab_size,
             "weight_decay": t.weight_decay}
 
-    def build(self):
+    def build(self, strategy):
         """Builds the controller, the child and their trainers, printing
-        enas_lm's lines; returns the checkpoint's models and objects."""
+        enas_lm's lines; returns (child, trainer, the controller phase, the
+        streams' checkpoint objects)."""
         cfg = self.cfg
         print("-" * 80)
         print("Create a controller")
@@ -469,8 +569,7 @@ class EnasLmSearchSession:
         print("-" * 80)
         print("Building LM")
         self.child = EnasLmSearchChild(cfg.child)
-        self.trainer = EnasLmSearchTrainer(
-            self.child, cfg.train, jit_compile=cfg.jit_compile == "true")
+        self.trainer = self.trainer_for(self.child, None)
         variables = self.trainer.variables
         print("All children have {0} params".format(sum(
             int(np.prod(v.shape)) for v in variables)))
@@ -484,11 +583,7 @@ class EnasLmSearchSession:
 
         self.reinforce = SyncReplicasReinforce(self.controller, reward,
                                                cfg.reinforce)
-        self.stream = RandomLengthStream(
-            self.data.train, cfg.child.batch_size, cfg.child.bptt_steps,
-            cfg.seed)
-        self.start_idx = tf.Variable(0, dtype=tf.int32, trainable=False,
-                                     name="start_idx")
+        self._stream()
         self.valid_position = tf.Variable(0, dtype=tf.int64, trainable=False,
                                           name="valid_position")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False,
@@ -496,29 +591,53 @@ class EnasLmSearchSession:
         print("-" * 80)
         print("HParams:\n{0}".format(json.dumps(self.hparams(), indent=2,
                                                 sort_keys=True)))
-        return ({"child": self.child, "controller": self.controller},
-                dict(trainer.checkpoint_objects(),
-                     **self.reinforce.checkpoint_objects(),
-                     start_idx=self.start_idx,
+        return (self.child, trainer, EnasLmControllerPhase(self, reward),
+                dict(start_idx=self.start_idx,
                      valid_position=self.valid_position,
                      search_epoch=self.epoch))
 
-    # -- what the loop calls
+    def trainer_for(self, child, arc_fn, strategy=None):
+        """The search trainer (the arc is given to each step; `arc_fn` is
+        not used)."""
+        return EnasLmSearchTrainer(child, self.cfg.train,
+                                   jit_compile=self.cfg.jit_compile == "true")
 
-    def next_batch(self):
-        self.stream.position = int(self.start_idx.numpy())
-        x, y, should_reset = self.stream.next(
-            int(self.trainer.global_step.numpy()))
-        self.start_idx.assign(self.stream.position)
-        return x, y, should_reset
+    def start_from_reference(self, path, trainer, phase):
+        info = import_enas_lm_checkpoint(
+            path, self.child, trainer, controller=self.controller,
+            reinforce=self.reinforce)
+        if info["global_step"] is not None:
+            trainer.optimizer.iterations.assign(info["global_step"])
+        if info["start_idx"] is not None:
+            self.start_idx.assign(info["start_idx"])
+        print("Initialised from the reference checkpoint {} ({} variables)"
+              .format(path, info["loaded"]))
 
-    def train_step(self, x, y):
+    def start_epoch(self, step, saved_epoch):
+        return int(self.epoch.numpy())
+
+    def train_step(self, batch):
         """One child step on an arc the controller samples."""
         arc = self.controller.sample()["arc"]
-        out = self.trainer.train_step(x, y, arc)
+        out = self.trainer.train_step(*batch, arc)
         out = {k: v.numpy() for k, v in out.items()}
         out["arc"] = arc.numpy()
         return out
+
+    def train_log(self, out, epoch, step, minutes):
+        line = search_line(int(self.epoch.numpy()), step, self._ppl(),
+                           float(out["lr"]), float(out["l2_reg_loss"]),
+                           float(out["grad_norm"]), minutes)
+        return line, {"child/loss": out["loss"], "child/lr": out["lr"],
+                      "child/grad_norm": out["grad_norm"]}
+
+    def epoch_after(self, epoch, step):
+        following = super().epoch_after(epoch, step)
+        self.epoch.assign(following)
+        return following
+
+    def evaluate(self, step, summaries):
+        summaries.scalars(step, {"child/valid_ppl": self.evaluate_valid()})
 
     def next_valid_window(self):
         """The next window of the shared validation stream."""
@@ -556,16 +675,40 @@ class EnasLmSearchSession:
         return valid_ppl
 
 
-def controller_line(step, out):
-    """enas_lm's controller log line (ppl = 80 / reward, the entropy bonus
-    included)."""
-    return ("step={0:<5d}".format(step)
-            + " ent={0:<7.3f}".format(float(out["entropy"]))
-            + " ppl={0:<7.2f}".format(REWARD_CONSTANT / float(out["reward"]))
-            + " rw={0:<7.4f}".format(float(out["reward"]))
-            + " bl={0:<7.4f}".format(float(out["baseline"]))
-            + " arc=[{0}]".format(" ".join(str(int(v))
-                                           for v in out["arc"])))
+class EnasLmControllerPhase:
+    """The controller phase of an enas_lm search for `src.run_loop`:
+    enas_lm's `controller.train` after each pass (the session's
+    `train_controller`), with the NaN policy on its last call; enas_lm
+    prints no architectures. `controller`, `reinforce` and `hooks` (the
+    reward and its stream, the shared validation windows) as
+    `src.search.ControllerPhase` has them, for `src.bench`."""
+
+    def __init__(self, session, reward):
+        self.session = session
+        self.controller = session.controller
+        self.reinforce = session.reinforce
+
+        def reward_batches(epoch):
+            while True:
+                yield session.next_valid_window()
+
+        self.hooks = PhaseHooks(
+            reward=reward, reward_batches=reward_batches,
+            line=lambda out, step, minutes: controller_line(step, out),
+            scalars=lambda out: {"controller/reward": out["reward"]})
+
+    def checkpoint_objects(self):
+        return self.reinforce.checkpoint_objects()
+
+    def train_controller(self, epoch, start_time, summaries, stop_on_nan):
+        """False if the controller's last call hit a NaN."""
+        last = self.session.train_controller()
+        return not stop_on_nan({"reward": last["reward"],
+                                "loss": last["loss"]},
+                               "controller", last["arc"])
+
+    def print_architectures(self, epoch):
+        pass
 
 
 SPACE = EnasLmSpace()

@@ -114,9 +114,10 @@ class EnasLmFixedTrainer:
                          for i, v in enumerate(self.variables)]
         batch = child.cfg.batch_size
         window = tf.TensorSpec([batch, None], tf.int32)
+        self.jit_compile = bool(jit_compile)
         self.train_step = tf.function(self._train_step,
                                       input_signature=[window, window],
-                                      jit_compile=bool(jit_compile))
+                                      jit_compile=self.jit_compile)
         tokens = tf.TensorSpec([None, None], tf.int32)
         state = tf.TensorSpec([None, child.cfg.hidden_size], tf.float32)
         self.eval_window = tf.function(
@@ -278,9 +279,10 @@ class EnasLmSearchTrainer(EnasLmFixedTrainer):
         batch, ccfg = child.cfg.batch_size, child.cfg
         window = tf.TensorSpec([batch, None], tf.int32)
         arc = tf.TensorSpec([ccfg.arc_length], tf.int32)
+        self.jit_compile = bool(jit_compile)
         self.train_step = tf.function(self._train_step,
                                       input_signature=[window, window, arc],
-                                      jit_compile=bool(jit_compile))
+                                      jit_compile=self.jit_compile)
         tokens = tf.TensorSpec([None, None], tf.int32)
         state = tf.TensorSpec([None, ccfg.hidden_size], tf.float32)
         self.eval_window = tf.function(

@@ -22,7 +22,7 @@ from src.ptb.ptb_trainer import PtbTrainConfig, PtbTrainer
 from src.random_policy import RandomPolicyConfig, uniform
 from src.reinforce import ReinforceConfig
 from src.search import ControllerPhase, PhaseHooks
-from src.space import ExportAveraging, RunConfig, SearchSpace
+from src.space import ExportAveraging, RunConfig, SearchSpace, Session
 
 # The reference tests the model whenever the validation perplexity beats
 # this (and once at the end).
@@ -239,7 +239,7 @@ def phase_hooks(cfg, trainer, valid_rows):
                       printout_adds_bonus=True)
 
 
-class PtbSession:
+class PtbSession(Session):
     """A PTB run (src.space.Session): the corpus read and checked, the
     learning rate's step counts set from the windows per epoch.
     data: a PtbData already read (src.bench's synthetic corpus), else read
