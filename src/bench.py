@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 
+from src import registry
 from src.errors import UserError
 
 FLAGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -52,10 +53,16 @@ class Bench:
     flagfile: str
     timed: str = "child"
     overrides: tuple = ()
+    # Searching: also time the gated step against baked arcs (not for
+    # enas_lm, whose search trainer takes each step's arc as an argument).
+    gating: bool = True
 
     @property
     def entry(self):
-        return self.flagfile.split("_", 1)[0]
+        """The entry point: the longest one the flagfile's name starts
+        with (cifar10_..., ptb_..., enas_lm_fixed_...)."""
+        return max((e for e in registry.ENTRY_POINTS
+                    if self.flagfile.startswith(e)), key=len)
 
     @property
     def path(self):
@@ -89,6 +96,15 @@ CONFIGS = {
     "ptb_test_eval_cpu": Bench("ptb_final_cpu", "test_eval"),
     "ptb_search_full": Bench("ptb_search"),
     "ptb_fixed_full": Bench("ptb_final"),
+    # enas_lm: one controller call is one Adam update with
+    # --controller_num_aggregate=1.
+    "enas_lm_fixed_cpu": Bench("enas_lm_fixed_cpu"),
+    "enas_lm_search_cpu": Bench("enas_lm_search_cpu", gating=False),
+    "enas_lm_controller_cpu": Bench("enas_lm_search_cpu", "controller",
+                                    ("--controller_num_aggregate=1",),
+                                    gating=False),
+    "enas_lm_fixed_full": Bench("enas_lm_fixed"),
+    "enas_lm_search_full": Bench("enas_lm_search", gating=False),
 }
 
 # The reference's seconds per step on this kind of machine (2 cores, NHWC,
@@ -129,9 +145,11 @@ class BenchOptions:
                             "least 1")
 
     def flag_overrides(self):
-        return ("--jit_compile=" + self.jit_compile,
-                "--{}mixed_precision".format(
-                    "" if self.mixed_precision else "no")) + tuple(self.flags)
+        # --mixed_precision only when asked for: enas_lm's entry points do
+        # not define it (and no flagfile turns it on).
+        return (("--jit_compile=" + self.jit_compile,)
+                + (("--mixed_precision",) if self.mixed_precision else ())
+                + tuple(self.flags))
 
 
 @dataclasses.dataclass
@@ -196,15 +214,17 @@ def synthetic_ptb(cfg, vocab_size=10000, seed=0,
 
 
 # The synthetic data of each entry point's spaces.
-SYNTHETIC_DATA = {"cifar10": synthetic_cifar, "ptb": synthetic_ptb}
+SYNTHETIC_DATA = {"cifar10": synthetic_cifar, "ptb": synthetic_ptb,
+                  "enas_lm_fixed": synthetic_ptb,
+                  "enas_lm_search": synthetic_ptb}
 
 
-def open_session(space, cfg):
+def open_session(entry, space, cfg):
     """The space's session of the run, over synthetic data."""
-    if space.entry not in SYNTHETIC_DATA:
+    if entry not in SYNTHETIC_DATA:
         raise ValueError("src.bench has no synthetic data for entry point "
-                         "{!r}".format(space.entry))
-    return space.open_session(cfg, data=SYNTHETIC_DATA[space.entry](cfg))
+                         "{!r}".format(entry))
+    return space.open_session(cfg, data=SYNTHETIC_DATA[entry](cfg))
 
 
 def full_batches(session, batch_size):
@@ -239,7 +259,7 @@ def build_case(name, options):
     bench = CONFIGS[name]
     space, cfg = run_config(name, options)
     strategy = entry_point.prepare_run(cfg)
-    session = open_session(space, cfg)
+    session = open_session(bench.entry, space, cfg)
     child, trainer, phase, _ = session.build(strategy)
     session.resumed_at(0, 0)
     source = "flags/{}.flags{}".format(
@@ -254,7 +274,7 @@ def build_case(name, options):
             session.train_step(next(batches))
 
         extra = None
-        if phase is not None:
+        if phase is not None and bench.gating:
             def extra():
                 return gating_floor(session, trainer, phase.controller)
         what = ("search child training step with a new sampled arc every "
