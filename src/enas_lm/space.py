@@ -244,6 +244,23 @@ class _EnasLmSession(Session):
         self._epoch_end = False
         self._accum_loss, self._accum_steps = 0.0, 0
 
+    def _shared_hparams(self):
+        """The HParams both of enas_lm's entry points print."""
+        cfg, c, t = self.cfg, self.cfg.child, self.cfg.train
+        return {
+            "alpha": t.alpha, "batch_size": c.batch_size,
+            "bptt_steps": c.bptt_steps, "data_path": cfg.data_path,
+            "drop_e": c.drop_e, "drop_i": c.drop_i, "drop_l": c.drop_l,
+            "drop_o": c.drop_o, "drop_w": c.drop_w, "drop_x": c.drop_x,
+            "grad_bound": t.grad_bound, "hidden_size": c.hidden_size,
+            "init_range": c.init_range, "learning_rate": t.learning_rate,
+            "log_every": cfg.log_every,
+            "num_train_batches": self.num_train_batches,
+            "num_train_epochs": cfg.num_epochs,
+            "num_train_steps": self.num_train_steps,
+            "output_dir": cfg.output_dir, "vocab_size": c.vocab_size,
+            "weight_decay": t.weight_decay}
+
     def _stream(self):
         """The training stream and its checkpointed position."""
         self.stream = RandomLengthStream(
@@ -318,22 +335,12 @@ class EnasLmFixedSession(_EnasLmSession):
     def hparams(self):
         """enas_lm's HParams object as it prints it, by name."""
         cfg, c, t = self.cfg, self.cfg.child, self.cfg.train
-        return {
-            "alpha": t.alpha, "batch_size": c.batch_size,
-            "best_valid_ppl_threshold": cfg.best_valid_ppl_threshold,
-            "bptt_steps": c.bptt_steps, "data_path": cfg.data_path,
-            "drop_e": c.drop_e, "drop_i": c.drop_i, "drop_l": c.drop_l,
-            "drop_o": c.drop_o, "drop_w": c.drop_w, "drop_x": c.drop_x,
-            "fixed_arc": c.fixed_arc.to_list(), "grad_bound": t.grad_bound,
-            "hidden_size": c.hidden_size, "init_range": c.init_range,
-            "learning_rate": t.learning_rate, "log_every": cfg.log_every,
-            "num_train_batches": self.num_train_batches,
-            "num_train_epochs": cfg.num_epochs,
-            "num_train_steps": self.num_train_steps,
-            "num_warmup_epochs": cfg.num_warmup_epochs,
-            "num_warmup_steps": t.num_warmup_steps,
-            "output_dir": cfg.output_dir, "vocab_size": c.vocab_size,
-            "weight_decay": t.weight_decay}
+        return dict(
+            self._shared_hparams(),
+            best_valid_ppl_threshold=cfg.best_valid_ppl_threshold,
+            fixed_arc=c.fixed_arc.to_list(),
+            num_warmup_epochs=cfg.num_warmup_epochs,
+            num_warmup_steps=t.num_warmup_steps)
 
     def build(self, strategy):
         """Builds the child and trainer, printing enas_lm's lines; returns
@@ -527,33 +534,21 @@ class EnasLmSearchSession(_EnasLmSession):
         self.controller = self.reinforce = None
 
     def hparams(self):
-        cfg, c, t = self.cfg, self.cfg.child, self.cfg.train
+        """enas_lm's HParams object as it prints it, by name."""
+        cfg, t = self.cfg, self.cfg.train
         ctrl, rf = cfg.controller, cfg.reinforce
-        return {
-            "alpha": t.alpha, "batch_size": c.batch_size,
-            "best_valid_ppl_threshold": 5, "beta": t.beta,
-            "bptt_steps": c.bptt_steps,
-            "controller_baseline_dec": rf.bl_dec,
-            "controller_entropy_weight": rf.entropy_weight or 0.0,
-            "controller_hidden_size": ctrl.lstm_size,
-            "controller_learning_rate": rf.lr,
-            "controller_num_aggregate": rf.num_aggregate,
-            "controller_num_functions": len(arcs.ENAS_LM_FUNCS),
-            "controller_num_layers": ctrl.num_layers,
-            "controller_num_train_steps": cfg.controller_train_steps,
-            "controller_tanh_constant": ctrl.tanh_constant,
-            "controller_temperature": ctrl.temperature,
-            "data_path": cfg.data_path, "drop_e": c.drop_e,
-            "drop_i": c.drop_i, "drop_l": c.drop_l, "drop_o": c.drop_o,
-            "drop_w": c.drop_w, "drop_x": c.drop_x,
-            "grad_bound": t.grad_bound, "hidden_size": c.hidden_size,
-            "init_range": c.init_range, "learning_rate": t.learning_rate,
-            "log_every": cfg.log_every,
-            "num_train_batches": self.num_train_batches,
-            "num_train_epochs": cfg.num_epochs,
-            "num_train_steps": self.num_train_steps,
-            "output_dir": cfg.output_dir, "vocab_size": c.vocab_size,
-            "weight_decay": t.weight_decay}
+        return dict(
+            self._shared_hparams(), best_valid_ppl_threshold=5, beta=t.beta,
+            controller_baseline_dec=rf.bl_dec,
+            controller_entropy_weight=rf.entropy_weight or 0.0,
+            controller_hidden_size=ctrl.lstm_size,
+            controller_learning_rate=rf.lr,
+            controller_num_aggregate=rf.num_aggregate,
+            controller_num_functions=len(arcs.ENAS_LM_FUNCS),
+            controller_num_layers=ctrl.num_layers,
+            controller_num_train_steps=cfg.controller_train_steps,
+            controller_tanh_constant=ctrl.tanh_constant,
+            controller_temperature=ctrl.temperature)
 
     def build(self, strategy):
         """Builds the controller, the child and their trainers, printing

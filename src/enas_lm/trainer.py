@@ -162,11 +162,15 @@ class EnasLmFixedTrainer:
                      + cfg.alpha * tf.reduce_mean(outputs ** 2))
         return loss, objective, l2_sum, next_state
 
-    def _train_step(self, x, y):
+    def _sgd_step(self, x, y, *arc):
+        """One SGD step of the window x -> y from the carried state (the
+        search trainer's `arc` after them): (loss, objective, the decay
+        term, gradient norm, learning rate)."""
         cfg, child = self.cfg, self.child
         state = tf.convert_to_tensor(child.batch_state)
         with tf.GradientTape() as tape:
-            loss, objective, l2_sum, next_state = self.objective(x, y, state)
+            loss, objective, l2, next_state = self.objective(x, y, state,
+                                                             *arc)
         grads = tape.gradient(objective, self.variables)
         # As enas_lm: get_lr(step) * (float32(L) / float32(bptt)).
         lr = base_learning_rate(self.optimizer.iterations, cfg.learning_rate,
@@ -181,11 +185,13 @@ class EnasLmFixedTrainer:
         # The carried state keeps its last finite value.
         child.batch_state.assign(tf.where(tf.math.is_finite(loss),
                                           next_state, child.batch_state))
-        return {"loss": loss, "reg_loss": objective, "l2_sum": l2_sum,
-                "grad_norm": update.grad_norm, "lr": lr,
-                "moving_avg_started": tf.identity(self.moving_avg_started)}
+        return loss, objective, l2, update.grad_norm, lr
 
-    # -- averaging
+    def _train_step(self, x, y):
+        loss, objective, l2_sum, grad_norm, lr = self._sgd_step(x, y)
+        return {"loss": loss, "reg_loss": objective, "l2_sum": l2_sum,
+                "grad_norm": grad_norm, "lr": lr,
+                "moving_avg_started": tf.identity(self.moving_avg_started)}
 
     def start_average(self):
         self.moving_avg_started.assign(1)
@@ -309,24 +315,9 @@ class EnasLmSearchTrainer(EnasLmFixedTrainer):
         return loss, objective, l2, next_state
 
     def _train_step(self, x, y, arc):
-        cfg, child = self.cfg, self.child
-        state = tf.convert_to_tensor(child.batch_state)
-        with tf.GradientTape() as tape:
-            loss, objective, l2, next_state = self.objective(x, y, state, arc)
-        grads = tape.gradient(objective, self.variables)
-        lr = base_learning_rate(self.optimizer.iterations, cfg.learning_rate,
-                                cfg.num_warmup_steps) * (
-            tf.cast(tf.shape(y)[1], tf.float32)
-            / tf.cast(cfg.bptt_steps, tf.float32))
-        self._lr.value.assign(lr)
-        update = apply_update(
-            grads, self.variables, self.optimizer,
-            schedules.LrConfig(lr_init=cfg.learning_rate, lr_dec_rate=1.0),
-            "global", cfg.grad_bound, check=[objective])
-        child.batch_state.assign(tf.where(tf.math.is_finite(loss),
-                                          next_state, child.batch_state))
+        loss, objective, l2, grad_norm, lr = self._sgd_step(x, y, arc)
         return {"loss": loss, "reg_loss": objective, "l2_reg_loss": l2,
-                "grad_norm": update.grad_norm, "lr": lr}
+                "grad_norm": grad_norm, "lr": lr}
 
     def _eval_window(self, x, y, state, arc):
         nll, _, next_state = self.child.token_nll(x, y, state, arc=arc)
