@@ -135,6 +135,27 @@ class ArcController(keras.layers.Layer):
             for i in range(config.lstm_num_layers)], seeds=seeds)
         return seeds
 
+    def _draw(self, logits, forced):
+        """One decision: logits [1, k]; forced int32 [1] or None (draw from
+        `self.seed_generator`). Returns (choice int32 [1], negative
+        log-probability [1]). The cross-entropy kernel is called directly:
+        the tf.nn wrapper adds a dozen reshaping ops per call, which the
+        decisions multiply into a slower trace."""
+        if forced is None:
+            choice = keras.random.categorical(
+                logits, 1, dtype="int32", seed=self.seed_generator)[:, 0]
+        else:
+            choice = forced
+        nll, _ = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
+            features=logits, labels=choice)
+        return choice, nll
+
+    @staticmethod
+    def _chosen_entropy(nll):
+        """-log(p) p of the chosen value [1], gradient stopped (the PTB
+        controllers' `sample_entropy` term)."""
+        return tf.stop_gradient(nll * tf.exp(-nll))
+
     def _temperature_tanh(self, logits):
         """logits / temperature, then tanh_constant * tanh(.), each when
         configured (the reference's order)."""

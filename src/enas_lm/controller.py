@@ -109,15 +109,9 @@ class EnasLmController(ArcController):
                         flag="controller arc")
 
     def _choose(self, logits, forced):
-        """(choice int32 [1], -log p [1], -log(p) p [1] without gradient)."""
-        if forced is None:
-            choice = keras.random.categorical(
-                logits, 1, dtype="int32", seed=self.seed_generator)[:, 0]
-        else:
-            choice = forced
-        nll, _ = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
-            features=logits, labels=choice)
-        return choice, nll, tf.stop_gradient(nll * tf.exp(-nll))
+        """One decision (`_draw`) and -log(p) p of the choice."""
+        choice, nll = self._draw(logits, forced)
+        return choice, nll, self._chosen_entropy(nll)
 
     def _decide_all(self, forced_arc):
         cfg = self.config

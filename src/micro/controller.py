@@ -152,20 +152,10 @@ class MicroController(ArcController):
     # -- the decisions ----------------------------------------------------
 
     def _choose(self, logits, forced):
-        """One decision: logits [1, k]; forced int32 [1] or None.
-
-        Returns (choice int32 [1], negative log-probability [1], entropy of
-        the whole distribution [1], gradient stopped). The cross-entropy
-        kernels are called directly: the tf.nn wrappers add a dozen reshaping
-        ops per call, which the 8 * num_cells decisions multiply into a
-        slower trace."""
-        if forced is None:
-            choice = keras.random.categorical(
-                logits, 1, dtype="int32", seed=self.seed_generator)[:, 0]
-        else:
-            choice = forced
-        nll, _ = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
-            features=logits, labels=choice)
+        """One decision (`_draw`) and the entropy of the whole distribution
+        [1], gradient stopped (the reference's `sample_entropy` term; its
+        kernel called directly as `_draw`'s)."""
+        choice, nll = self._draw(logits, forced)
         entropy, _ = tf.raw_ops.SoftmaxCrossEntropyWithLogits(
             features=logits, labels=tf.nn.softmax(logits))
         return choice, nll, tf.stop_gradient(entropy)

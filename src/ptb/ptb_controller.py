@@ -146,20 +146,9 @@ class PtbController(ArcController):
     # -- the decisions ----------------------------------------------------
 
     def _choose(self, logits, forced):
-        """One decision: logits [1, k]; forced int32 [1] or None.
-
-        Returns (choice int32 [1], negative log-probability [1], -log(p) p
-        of the choice [1], gradient stopped). The cross-entropy kernel is
-        called directly: the tf.nn wrapper adds reshaping ops to each of the
-        2 * rhn_depth - 1 decisions."""
-        if forced is None:
-            choice = keras.random.categorical(
-                logits, 1, dtype="int32", seed=self.seed_generator)[:, 0]
-        else:
-            choice = forced
-        nll, _ = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
-            features=logits, labels=choice)
-        return choice, nll, tf.stop_gradient(nll * tf.exp(-nll))
+        """One decision (`_draw`) and -log(p) p of the choice."""
+        choice, nll = self._draw(logits, forced)
+        return choice, nll, self._chosen_entropy(nll)
 
     def _decide_all(self, forced_arc):
         cfg = self.config
