@@ -80,9 +80,9 @@ def _train(space, cfg):
         child, trainer, phase, extra = session.build(strategy)
         ckpt, restored = open_run_checkpoint(cfg.output_dir, child, trainer,
                                              phase, **extra)
-    if restored is None and cfg.reference_checkpoint:
-        session.start_from_reference(cfg.reference_checkpoint, trainer,
-                                     phase)
+        if restored is None and cfg.reference_checkpoint:
+            session.start_from_reference(cfg.reference_checkpoint, trainer,
+                                         phase)
     step = int(trainer.global_step.numpy())
     epoch = session.start_epoch(step, int(ckpt.epoch.numpy()))
     if restored:

@@ -201,3 +201,28 @@ def test_a_nan_stops_the_run_naming_the_step_or_is_skipped(tiny_ptb,
                        *blow_up, "--nan_policy=skip_arc")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "nan_policy=skip_arc: the child's" in result.stdout
+
+
+def test_a_run_starts_from_an_enas_lm_checkpoint_and_continues_its_steps(
+        tmp_path):
+    case = REPO_ROOT.parent / "shared" / "reference" / "enas_lm" / \
+        "goldens" / "lm_fixed"
+    data = REPO_ROOT.parent / "shared" / "data" / "ptb"
+    if not case.is_dir() or not data.is_dir():
+        pytest.skip("enas_lm goldens or PTB text not found")
+    # The golden's sizes (fixed_lib's batch 64 ran as 20), one pass.
+    result = run_fixed(
+        "--fixed_arc=" + ARC, "--child_hidden_size=64",
+        "--child_batch_size=20", "--data_path=" + str(data),
+        "--train_on_valid", "--output_dir=" + str(tmp_path / "run"),
+        "--child_num_train_epochs=1", "--log_every=50", "--nodownload",
+        "--reference_checkpoint=" + str(case / "ckpt" / "model.ckpt-3"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"Initialised from the reference checkpoint \S+ "
+                     r"\(\d+ variables\)", result.stdout)
+    steps = [int(line.split()[1].split("=")[1])
+             for line in result.stdout.splitlines()
+             if line.startswith("epoch=")]
+    # Its global step (3) carried on: the steps end at one pass's 105.
+    assert steps == [50, 100]
+    assert "test_ppl=" in result.stdout.splitlines()[-1]

@@ -269,6 +269,14 @@ class _EnasLmSession(Session):
         self.start_idx = tf.Variable(0, dtype=tf.int32, trainable=False,
                                      name="start_idx")
 
+    def _started_from(self, path, info):
+        """After an enas_lm checkpoint's import (its `info`; the trainer's
+        step is already its global_step): the stream's position."""
+        if info["start_idx"] is not None:
+            self.start_idx.assign(info["start_idx"])
+        print("Initialised from the reference checkpoint {} ({} variables)"
+              .format(path, info["loaded"]))
+
     def next_batch(self):
         """(x, y, should_reset) of the next training window."""
         self.stream.position = int(self.start_idx.numpy())
@@ -369,11 +377,8 @@ class EnasLmFixedSession(_EnasLmSession):
                                   jit_compile=self.cfg.jit_compile == "true")
 
     def start_from_reference(self, path, trainer, phase):
-        info = import_enas_lm_checkpoint(path, self.child, trainer)
-        if info["start_idx"] is not None:
-            self.start_idx.assign(info["start_idx"])
-        print("Initialised from the reference checkpoint {} ({} variables)"
-              .format(path, info["loaded"]))
+        self._started_from(path, import_enas_lm_checkpoint(
+            path, self.child, trainer))
 
     def start_epoch(self, step, saved_epoch):
         return saved_epoch
@@ -598,15 +603,9 @@ class EnasLmSearchSession(_EnasLmSession):
                                    jit_compile=self.cfg.jit_compile == "true")
 
     def start_from_reference(self, path, trainer, phase):
-        info = import_enas_lm_checkpoint(
+        self._started_from(path, import_enas_lm_checkpoint(
             path, self.child, trainer, controller=self.controller,
-            reinforce=self.reinforce)
-        if info["global_step"] is not None:
-            trainer.optimizer.iterations.assign(info["global_step"])
-        if info["start_idx"] is not None:
-            self.start_idx.assign(info["start_idx"])
-        print("Initialised from the reference checkpoint {} ({} variables)"
-              .format(path, info["loaded"]))
+            reinforce=self.reinforce))
 
     def start_epoch(self, step, saved_epoch):
         return int(self.epoch.numpy())
