@@ -6,10 +6,13 @@ import subprocess
 import sys
 
 import numpy as np
+import tensorflow as tf
 
 from src.enas_lm import search as search_main
-from src.enas_lm.log_lines import search_line
-from src.enas_lm.log_lines import controller_line
+from src.enas_lm.arcs import EnasLmArc
+from src.enas_lm.controller import EnasLmControllerConfig
+from src.enas_lm.log_lines import controller_line, search_line
+from src.enas_lm.space import SPACE
 from tests.ptb_fixtures import REPO_ROOT, main_env, write_tiny_ptb
 
 STDOUT = REPO_ROOT.parent / "shared" / "reference" / "enas_lm" / "stdout"
@@ -68,6 +71,48 @@ def test_a_search_prints_enas_lms_lines_trains_the_controller_and_resumes(
     assert steps[0] == 55 and steps[-1] == 80
 
 
+def test_a_random_search_trains_and_validates_with_no_controller_training(
+        tmp_path):
+    (tmp_path / "ptb").mkdir()
+    data = write_tiny_ptb(tmp_path / "ptb")
+    out_dir = tmp_path / "run"
+    result = run_search(*tiny_args(data, str(out_dir)),
+                        "--child_num_train_epochs=2", "--search_policy=random")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert "Controller has 0 params" in lines  # the uniform sampler
+    assert "Training controller" not in lines
+    assert not any(line.startswith("step=") for line in lines)
+    assert sum(line.startswith("valid_ppl=") for line in lines) >= 1
+    # The HParams print the controller flags all the same.
+    assert '  "controller_num_layers": 3,' in lines
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(
+        str(out_dir)))
+    names = reader.get_variable_to_shape_map()
+    assert not any(n.startswith("controller_optimizer") for n in names)
+    assert any(n.startswith("controller/") for n in names)  # the sampler
+    result = run_search(*tiny_args(data, str(out_dir)),
+                        "--child_num_train_epochs=3", "--search_policy=random")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming from " in result.stdout
+
+
+def test_random_draws_are_legal_cells_covering_every_choice():
+    sampler = SPACE.build_controller(SPACE.random_policy(
+        EnasLmControllerConfig(num_layers=4, seed=5)))
+    seen = set()
+    for _ in range(200):
+        arc = [int(v) for v in sampler.sample()["arc"].numpy()]
+        EnasLmArc.parse(arc, 4)
+        seen.update(enumerate(arc))
+    # Node k's previous node takes 0 .. k - 1, every function 0 .. 3.
+    want = set()
+    for k in range(1, 5):
+        want.update((2 * (k - 1), p) for p in range(k))
+        want.update((2 * (k - 1) + 1, f) for f in range(4))
+    assert seen == want
+
+
 def test_the_log_lines_are_enas_lms_format():
     recorded = STDOUT / "search" / "stdout"
     if not recorded.exists():
@@ -99,7 +144,9 @@ def test_bad_flags_get_one_line_and_exit_status_2(tmp_path, capsys):
              "--controller_num_layers must be at least 1"),
             (["--controller_baseline_dec=2"],
              "--controller_baseline_dec=2.0 is not in [0, 1]"),
-            (["--child_drop_o=1.5"], "--child_drop_o=1.5 is not a drop rate")):
+            (["--child_drop_o=1.5"], "--child_drop_o=1.5 is not a drop rate"),
+            (["--search_policy=random", "--reference_checkpoint=x"],
+             "--search_policy=random has no controller to start from")):
         out_dir = tmp_path / "bad"
         status = search_main.call(["search"] + tiny_args(data, str(out_dir))
                                   + extra)

@@ -43,3 +43,9 @@ def define_flags(flag_values):
       "(hard-coded in enas_lm) Updates per controller training: each "
       "training runs num_aggregate * num_train_steps samples.")
     define_port_flags(d, 1234)
+    d("enum", "search_policy", "enas",
+      "(port) Who picks the cells: enas (the controller, trained by "
+      "REINFORCE, as enas_lm) or random (random search with weight sharing: "
+      "every node's previous node and function drawn uniformly; the child "
+      "trains and validates as in an ENAS search, no controller training). "
+      "Not with --reference_checkpoint.", enum_values=["enas", "random"])

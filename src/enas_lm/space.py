@@ -24,6 +24,7 @@ from src.enas_lm.trainer import (EnasLmFixedTrainer, EnasLmSearchTrainer,
                                  EnasLmTrainConfig)
 from src.errors import UserError
 from src.ptb import data as ptb_data
+from src.random_policy import RandomPolicyConfig, uniform
 from src.reinforce import ReinforceConfig
 from src.search import PhaseHooks
 from src.space import ExportAveraging, RunConfig, SearchSpace, Session
@@ -60,6 +61,9 @@ class EnasLmSpace(SearchSpace):
 
     def build_lstm_controller(self, controller_cfg):
         return EnasLmController(controller_cfg)
+
+    def random_policy(self, controller_cfg):
+        return random_policy_config(controller_cfg)
 
     def build_variables(self, child):
         pass  # the child creates its weights when constructed
@@ -464,9 +468,35 @@ class EnasLmFixedSession(_EnasLmSession):
 @dataclasses.dataclass(kw_only=True)
 class EnasLmSearchConfig(RunConfig):
     """A search run's config (`num_epochs` is enas_lm's hard-coded
-    num_train_epochs)."""
+    num_train_epochs; `controller_hparams`: the controller flags as
+    enas_lm's HParams prints them, whatever the policy)."""
     train_on_valid: bool = False
+    controller_hparams: dict = None
     space = "enas_lm"
+
+
+def controller_hparams(f):
+    """The controller's entries of enas_lm's HParams, from the flags."""
+    return {
+        "controller_baseline_dec": f.controller_baseline_dec,
+        "controller_entropy_weight": f.controller_entropy_weight or 0.0,
+        "controller_hidden_size": f.controller_hidden_size,
+        "controller_learning_rate": f.controller_learning_rate,
+        "controller_num_aggregate": f.controller_num_aggregate,
+        "controller_num_functions": len(arcs.ENAS_LM_FUNCS),
+        "controller_num_layers": f.controller_num_layers,
+        "controller_num_train_steps": f.controller_num_train_steps,
+        "controller_tanh_constant": f.controller_tanh_constant or None,
+        "controller_temperature": f.controller_temperature or None}
+
+
+def random_policy_config(controller_cfg):
+    """EnasLmSpace.random_policy: node k's previous node uniform over
+    0 .. k - 1 and its function uniform over the four, for k = 1 .. K."""
+    choices = []
+    for node in range(1, controller_cfg.num_layers + 1):
+        choices += [uniform(node), uniform(len(arcs.ENAS_LM_FUNCS))]
+    return RandomPolicyConfig(tuple(choices), seed=controller_cfg.seed)
 
 
 def search_config_from_flags(f):
@@ -502,6 +532,12 @@ def search_config_from_flags(f):
         temperature=f.controller_temperature or None,
         tanh_constant=f.controller_tanh_constant or None, seed=f.seed)
     controller.validate()
+    if f.search_policy == "random":
+        if f.reference_checkpoint:
+            raise UserError("--search_policy=random has no controller to "
+                            "start from --reference_checkpoint: drop one "
+                            "of them")
+        controller = random_policy_config(controller)
     reinforce = ReinforceConfig(
         lr=f.controller_learning_rate, bl_dec=f.controller_baseline_dec,
         entropy_weight=f.controller_entropy_weight or None,
@@ -518,7 +554,8 @@ def search_config_from_flags(f):
         controller_num_aggregate=f.controller_num_aggregate,
         reference_checkpoint=f.reference_checkpoint,
         deterministic=f.deterministic, nan_policy=f.nan_policy,
-        jit_compile=f.jit_compile)
+        jit_compile=f.jit_compile, search_policy=f.search_policy,
+        controller_hparams=controller_hparams(f))
 
 
 class EnasLmSearchSession(_EnasLmSession):
@@ -540,20 +577,8 @@ class EnasLmSearchSession(_EnasLmSession):
 
     def hparams(self):
         """enas_lm's HParams object as it prints it, by name."""
-        cfg, t = self.cfg, self.cfg.train
-        ctrl, rf = cfg.controller, cfg.reinforce
-        return dict(
-            self._shared_hparams(), best_valid_ppl_threshold=5, beta=t.beta,
-            controller_baseline_dec=rf.bl_dec,
-            controller_entropy_weight=rf.entropy_weight or 0.0,
-            controller_hidden_size=ctrl.lstm_size,
-            controller_learning_rate=rf.lr,
-            controller_num_aggregate=rf.num_aggregate,
-            controller_num_functions=len(arcs.ENAS_LM_FUNCS),
-            controller_num_layers=ctrl.num_layers,
-            controller_num_train_steps=cfg.controller_train_steps,
-            controller_tanh_constant=ctrl.tanh_constant,
-            controller_temperature=ctrl.temperature)
+        return dict(self._shared_hparams(), best_valid_ppl_threshold=5,
+                    beta=self.cfg.train.beta, **self.cfg.controller_hparams)
 
     def build(self, strategy):
         """Builds the controller, the child and their trainers, printing
@@ -581,8 +606,10 @@ class EnasLmSearchSession(_EnasLmSession):
         def reward(arc, x, y):
             return REWARD_CONSTANT / tf.exp(trainer.reward_nll(x, y, arc))
 
-        self.reinforce = SyncReplicasReinforce(self.controller, reward,
-                                               cfg.reinforce)
+        # The random policy learns nothing: no REINFORCE, no baseline.
+        self.reinforce = (None if cfg.search_policy == "random" else
+                          SyncReplicasReinforce(self.controller, reward,
+                                                cfg.reinforce))
         self._stream()
         self.valid_position = tf.Variable(0, dtype=tf.int64, trainable=False,
                                           name="valid_position")
@@ -675,7 +702,9 @@ class EnasLmControllerPhase:
     `train_controller`), with the NaN policy on its last call; enas_lm
     prints no architectures. `controller`, `reinforce` and `hooks` (the
     reward and its stream, the shared validation windows) as
-    `src.search.ControllerPhase` has them, for `src.bench`."""
+    `src.search.ControllerPhase` has them, for `src.bench`; with
+    --search_policy=random the controller is the uniform sampler and
+    `reinforce` is None."""
 
     def __init__(self, session, reward):
         self.session = session
@@ -692,10 +721,16 @@ class EnasLmControllerPhase:
             scalars=lambda out: {"controller/reward": out["reward"]})
 
     def checkpoint_objects(self):
-        return self.reinforce.checkpoint_objects()
+        # With the random policy the sampler's generator is checkpointed
+        # as the run's controller model (src.checkpoints).
+        return {} if self.reinforce is None else \
+            self.reinforce.checkpoint_objects()
 
     def train_controller(self, epoch, start_time, summaries, stop_on_nan):
-        """False if the controller's last call hit a NaN."""
+        """False if the controller's last call hit a NaN (the random
+        policy has no controller to train)."""
+        if self.reinforce is None:
+            return True
         last = self.session.train_controller()
         return not stop_on_nan({"reward": last["reward"],
                                 "loss": last["loss"]},
