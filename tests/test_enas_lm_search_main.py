@@ -176,3 +176,24 @@ def test_the_flagfiles_parse_and_reach_the_data_check(tmp_path):
         errors = [line for line in result.stderr.splitlines()
                   if line.startswith("error:")]
         assert len(errors) == 1 and "PTB data" in errors[0], (name, errors)
+
+
+def test_the_arc_scorer_is_the_validation_perplexity_with_one_trace(
+        tmp_path):
+    from src import entry_point
+    (tmp_path / "ptb").mkdir()
+    data = write_tiny_ptb(tmp_path / "ptb")
+    fv, _ = entry_point.parse_flags("enas_lm_search", [
+        "search", *tiny_args(data, str(tmp_path / "unused"))])
+    cfg = SPACE.config_from_flags(fv)
+    session = SPACE.open_session(cfg)
+    session.build(None)
+    scorer = session.arc_scorer()
+    arcs = [[0, 0, 1, 2, 2, 3], [0, 3, 0, 1, 1, 0], [0, 1, 1, 1, 0, 2]]
+    scores = [scorer(arc) for arc in arcs]
+    assert scorer.traces() == 1
+    # By hand: exp of the mean window NLL, each window from a zero state.
+    nll = [float(np.mean(session.trainer.eval_window(
+        x, y, tf.zeros([4, 8]), tf.constant(arcs[1], tf.int32))[0]))
+        for x, y in session.valid_windows]
+    np.testing.assert_allclose(scores[1], np.exp(np.mean(nll)), rtol=1e-5)

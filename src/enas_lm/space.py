@@ -637,6 +637,11 @@ class EnasLmSearchSession(_EnasLmSession):
     def start_epoch(self, step, saved_epoch):
         return int(self.epoch.numpy())
 
+    def arc_scorer(self):
+        """The validation perplexity of an arc with the built child's
+        weights (`WindowPerplexity`: the search study's score)."""
+        return WindowPerplexity(self.trainer, self.valid_windows)
+
     def train_step(self, batch):
         """One child step on an arc the controller samples."""
         arc = self.controller.sample()["arc"]
@@ -694,6 +699,28 @@ class EnasLmSearchSession(_EnasLmSession):
         valid_ppl = float(np.exp(total / len(self.valid_windows)))
         print("valid_ppl={0:<.2f}".format(valid_ppl))
         return valid_ppl
+
+
+class WindowPerplexity:
+    """`scorer(arc)`: the perplexity of a search child with the arc (a list
+    of ints) over every validation window, each from a zero state, as the
+    run's `valid_ppl` but with one arc for every window (the trainer's
+    `reward_nll`, one trace for every arc); `traces()` counts its traces.
+    `what` names the split."""
+
+    def __init__(self, trainer, windows):
+        self.trainer = trainer
+        self.windows = windows
+        self.what = "{} validation windows".format(len(windows))
+
+    def __call__(self, arc):
+        arc = tf.constant(arc, tf.int32)
+        total = sum(float(self.trainer.reward_nll(x, y, arc))
+                    for x, y in self.windows)
+        return float(np.exp(total / len(self.windows)))
+
+    def traces(self):
+        return self.trainer.reward_nll.experimental_get_tracing_count()
 
 
 class EnasLmControllerPhase:
