@@ -182,7 +182,11 @@ class ArcController(keras.layers.Layer):
         self.emb.build()
         self.softmax.build()
         self.attention.build()
-        # Created in the layer's scope: `controller/sampler/...` paths.
+        self._build_sampler()
+
+    def _build_sampler(self):
+        """The seed generator of the draws, built last (created in the
+        layer's scope: `controller/sampler/...` paths)."""
         self.seed_generator = keras.random.SeedGenerator(
             seed=self.config.seed, name="sampler")
         self.built = True

@@ -100,9 +100,7 @@ class EnasLmController(ArcController):
         self.lstm.build()
         self.emb.build()
         self.attention.build()
-        self.seed_generator = keras.random.SeedGenerator(
-            seed=self.config.seed, name="sampler")
-        self.built = True
+        self._build_sampler()
 
     def _check_values(self, values):
         EnasLmArc.parse([int(v) for v in values], self.config.num_layers,

@@ -35,7 +35,6 @@ optimiser order).
 
 import dataclasses
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -126,9 +125,7 @@ class PtbController(ArcController):
         self.emb.build()
         self.softmax.build()
         self.attention.build()
-        self.seed_generator = keras.random.SeedGenerator(
-            seed=self.config.seed, name="sampler")
-        self.built = True
+        self._build_sampler()
 
     @property
     def g_emb(self):
