@@ -347,12 +347,14 @@ def _check_export_dir(export_dir, overwrite, remove=False):
 
 
 def export_from_config(cfg, space, export_dir, what=None, checkpoint=None,
-                       reference_checkpoint=None, overwrite=False, log=print):
+                       reference_checkpoint=None, overwrite=False, log=print,
+                       entry=None):
     """Builds the models of a run's config (`space.config_from_flags`,
     `space` a SearchSpace), restores them from `checkpoint` (one of our
     runs: a folder or prefix) or `reference_checkpoint` (a TF1 checkpoint of
     the reference code), and saves the SavedModel. Returns the record
-    written to `assets.extra/enas_export.json`."""
+    written to `assets.extra/enas_export.json` (its "space": `entry`, the
+    entry point whose flags were read, default the space's)."""
 
     searching = cfg.searching
     what = what or ("both" if searching else "child")
@@ -392,7 +394,7 @@ def export_from_config(cfg, space, export_dir, what=None, checkpoint=None,
     if child is not None and not searching:
         mean, std = space.serving_statistics(cfg, log)
     batch_statistics = bool(getattr(cfg, "eval_training_mode", False))
-    info = {"space": space.entry, "search_for": space.search_for,
+    info = {"space": entry or space.entry, "search_for": space.search_for,
             "what": what, "source": os.path.abspath(source),
             "reference_checkpoint": reference_checkpoint is not None,
             "global_step": step, "controller_step": ctrl_step,
@@ -437,7 +439,7 @@ def _main(entry, f, argv):
     export_from_config(cfg, space, f.export_dir, what=f.export_what,
                        checkpoint=checkpoint,
                        reference_checkpoint=f.reference_checkpoint,
-                       overwrite=f.export_overwrite)
+                       overwrite=f.export_overwrite, entry=entry)
     return 0
 
 

@@ -85,6 +85,7 @@ def test_enas_lm_flags_export_the_fixed_model_which_serves_the_recorded_losses(
         state = got["state"]
     record = json.loads((out / export.INFO_FILE).read_text())
     assert record["reference_checkpoint"] and record["global_step"] == 3
+    assert record["space"] == "enas_lm_fixed"
     assert record["moving_average"] is False  # averaging never started
 
 
