@@ -21,12 +21,26 @@ class SpaceInfo:
     entry: the entry point (a key of ENTRY_POINTS) whose flags run it;
     search_for: the `--search_for` value that picks it there;
     arcs: module of its arc class (`ARC_CLASS`; no TensorFlow);
-    space: module of its `SPACE` object (`src.space.SearchSpace`).
+    space: module of its `SPACE` object (`src.space.SearchSpace`);
+    search_entry, final_entry: the entry points of its search and of its
+      final training (default: `entry` for both; enas_lm has one of each);
+    fixed_arc_flag, epochs_flag: the names of the flags that give those
+      entry points a fixed arc and the number of epochs (`src.study`
+      passes them to a retraining).
     """
     entry: str
     search_for: str
     arcs: str
     space: str
+    search_entry: str = None
+    final_entry: str = None
+    fixed_arc_flag: str = "child_fixed_arc"
+    epochs_flag: str = "num_epochs"
+
+    def __post_init__(self):
+        for name in ("search_entry", "final_entry"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, self.entry)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +59,10 @@ SPACES = {
                        "src.micro.space"),
     "ptb": SpaceInfo("ptb", "enas", "src.ptb.arcs", "src.ptb.space"),
     "enas_lm": SpaceInfo("enas_lm_fixed", "enas_lm", "src.enas_lm.arcs",
-                         "src.enas_lm.space"),
+                         "src.enas_lm.space", search_entry="enas_lm_search",
+                         final_entry="enas_lm_fixed",
+                         fixed_arc_flag="fixed_arc",
+                         epochs_flag="child_num_train_epochs"),
 }
 
 ENTRY_POINTS = {

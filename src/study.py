@@ -5,21 +5,29 @@ budget, and how do the architectures found score when trained from
 scratch? For each policy (`--policies`, default enas and random) and seed
 (`--seeds` of them, `--first_seed` on):
 
-1. search: the entry point on `--search_flagfile` (then
+1. search: the space's search entry point on `--search_flagfile` (then
    `--search_overrides`) with `--search_policy`, `--seed` and an output
    folder of its own; a normal, resumable run;
 2. score: `python -m src.study_score` draws `--candidates` distinct arcs
    from the finished search's policy (the trained controller, or uniform
    draws) and scores each with the shared weights on the whole validation
-   split (accuracy for CIFAR-10, perplexity for PTB);
+   split (accuracy for CIFAR-10, perplexity for PTB and enas_lm);
 3. retrain: the `--top_k` best candidates and `--spread` more at evenly
    spaced ranks of the rest (so the ranking is measured over a range),
-   each trained from scratch by the entry point on `--final_flagfile`
-   (then `--final_overrides`) with `--child_fixed_arc`, `--num_epochs=
-   --retrain_epochs` and the search's seed (CIFAR-10: also the search's
-   `--num_valids`, so the retrained validation accuracy is on the images
-   the shared weights were scored on); its last validation and test
-   scores are recorded.
+   each trained from scratch by the space's final entry point on
+   `--final_flagfile` (then `--final_overrides`) with the arc, the
+   epochs (`--retrain_epochs`) and the search's seed (CIFAR-10: also the
+   search's `--num_valids`, so the retrained validation accuracy is on
+   the images the shared weights were scored on); its last validation
+   and test scores are recorded.
+
+What differs between spaces is data of `registry.SpaceInfo`: the entry
+points of the search and of the final training (one for CIFAR-10 and
+PTB; enas_lm's `src.enas_lm.search` and `src.enas_lm.fixed`) and the
+names of their fixed-arc and epochs flags (`--child_fixed_arc` and
+`--num_epochs`; enas_lm's `--fixed_arc` and `--child_num_train_epochs`).
+A flagfile is of the space its `--search_for` names, or, without one, of
+the space whose entry points take no `--search_for` (enas_lm).
 
 Then `study.json`, `study.md` and `study.png` in `--output_dir`
 (src.study_report).
@@ -76,11 +84,13 @@ NOT_IN_JOB_LINES = ("print_jobs", "parallel", "job", "gpus")
 def define_flags(fv):
     d = dict(flag_values=fv)
     flags.DEFINE_string("search_flagfile", None, "The search's flagfile "
-                        "(an entry point's flags, searching).", **d)
+                        "(the flags of the space's search entry point).",
+                        **d)
     flags.DEFINE_string("search_overrides", "", "Flags after the search "
                         "flagfile (one string, split as a shell does).", **d)
     flags.DEFINE_string("final_flagfile", None, "The retraining's "
-                        "flagfile (the same space's final training).", **d)
+                        "flagfile (the same space's final entry point).",
+                        **d)
     flags.DEFINE_string("final_overrides", "", "Flags after the final "
                         "flagfile (one string, split as a shell does).", **d)
     flags.DEFINE_string("space", None, "The search space (default: the "
@@ -98,7 +108,8 @@ def define_flags(fv):
                          "evenly spaced ranks of the rest down to the "
                          "worst.", **d)
     flags.DEFINE_integer("retrain_epochs", 1, "Epochs of each retraining "
-                         "(its --num_epochs).", **d)
+                         "(its --num_epochs; enas_lm's "
+                         "--child_num_train_epochs).", **d)
     flags.DEFINE_integer("parallel", 1, "Jobs run at once.", **d)
     flags.DEFINE_list("gpus", [], "GPU ids for the jobs, comma-separated: "
                       "each running job sees one of them alone "
@@ -116,12 +127,26 @@ def define_flags(fv):
 
 # -- the study's settings ------------------------------------------------------
 
-def _space_of_flagfile(args, what):
-    """The space a flagfile's expanded args (and overrides) search:
-    from its --search_for."""
+def _takes_search_for(entry):
+    """Whether entry point `entry` picks its space by --search_for (the
+    CIFAR-10 and PTB entry points; enas_lm's two run one space each and
+    have no such flag)."""
+    return "search_for" in registry.define_entry_flags(entry,
+                                                       flags.FlagValues())
+
+
+def _space_of_flagfile(args, what, role):
+    """The spaces a flagfile's expanded args (and overrides) can be of, as
+    their `role` entry point ("search_entry" or "final_entry" of
+    `registry.SpaceInfo`): those its --search_for names, or without one,
+    those whose entry point takes no --search_for (enas_lm)."""
     value = flagfile.last_value(args, "search_for")
-    names = [n for n in registry.names()
-             if registry.info(n).search_for == value]
+    if value is None:
+        names = [n for n in registry.names()
+                 if not _takes_search_for(getattr(registry.info(n), role))]
+    else:
+        names = [n for n in registry.names()
+                 if registry.info(n).search_for == value]
     if not names:
         raise UserError("{} has no --search_for of a known space ({!r}): "
                         "use a flagfile of one of {}".format(
@@ -175,8 +200,6 @@ def _split(text, name):
 class Study:
     """The validated settings of a study (see `settings_from_flags`)."""
     space: str
-    entry: str
-    module: str
     search_flagfile: str
     search_overrides: list
     final_flagfile: str
@@ -192,11 +215,28 @@ class Study:
     gpus: list = dataclasses.field(default_factory=list)
     num_valids: int = None          # CIFAR-10: the search's held-out images
     train_on_valid: bool = False    # PTB: valid and test are one text
+    # Flags after a retraining's own (`--nocontroller_training` for an
+    # entry point that has one).
+    retrain_flags: list = dataclasses.field(default_factory=list)
     argv: list = dataclasses.field(default_factory=list)
 
     @property
+    def info(self):
+        """The space's `registry.SpaceInfo`: its search and final entry
+        points, their fixed-arc and epochs flags."""
+        return registry.info(self.space)
+
+    @property
+    def search_module(self):
+        return registry.entry(self.info.search_entry).module
+
+    @property
+    def final_module(self):
+        return registry.entry(self.info.final_entry).module
+
+    @property
     def metric(self):
-        return study_report.METRICS[self.entry]
+        return study_report.METRICS[self.space]
 
     def settings(self):
         metric, higher = self.metric
@@ -256,7 +296,7 @@ def settings_from_flags(f, argv=()):
     final_args = _flagfile_args(f.final_flagfile, "final_flagfile") \
         + final_overrides
 
-    names = _space_of_flagfile(search_args, what_search)
+    names = _space_of_flagfile(search_args, what_search, "search_entry")
     if f.space is not None:
         if f.space not in names:
             raise UserError("{} searches the {} space, not --space={}"
@@ -267,26 +307,28 @@ def settings_from_flags(f, argv=()):
                         "--space".format(what_search, ", ".join(names)))
     else:
         space = names[0]
-    final_names = _space_of_flagfile(final_args, what_final)
+    final_names = _space_of_flagfile(final_args, what_final, "final_entry")
     if space not in final_names:
         raise UserError("{} is a flagfile of the {} space, but the search "
                         "is of the {} space".format(
                             what_final, final_names[0], space))
-    entry = registry.info(space).entry
-    if entry not in study_report.METRICS:
-        raise UserError("the study has no scores for the {} entry point "
-                        "yet".format(entry))
+    if space not in study_report.METRICS:
+        raise UserError("the study has no scores for the {} space yet"
+                        .format(space))
+    info = registry.info(space)
 
-    fv = _entry_flags(entry, search_args, what_search)
-    if fv.child_fixed_arc is not None:
-        raise UserError("{} trains a fixed arc (--child_fixed_arc): the "
-                        "study needs a search".format(what_search))
-    if "enas" in policies and not fv.controller_training:
+    if flagfile.last_value(search_args, info.fixed_arc_flag) is not None:
+        raise UserError("{} trains a fixed arc (--{}): the study needs a "
+                        "search".format(what_search, info.fixed_arc_flag))
+    fv = _entry_flags(info.search_entry, search_args, what_search)
+    if ("enas" in policies and "controller_training" in fv
+            and not fv.controller_training):
         raise UserError("{} has --nocontroller_training: the enas policy "
                         "would never train its controller".format(
                             what_search))
     for policy in policies:
-        _entry_flags(entry, search_args + ["--search_policy=" + policy],
+        _entry_flags(info.search_entry,
+                     search_args + ["--search_policy=" + policy],
                      "{} with --search_policy={}".format(what_search,
                                                          policy))
     num_valids = None
@@ -296,7 +338,7 @@ def settings_from_flags(f, argv=()):
             raise UserError("{} holds out no validation images "
                             "(--num_valids={}): the candidates are scored "
                             "on them".format(what_search, num_valids))
-    final_fv = _entry_flags(entry, final_args, what_final)
+    final_fv = _entry_flags(info.final_entry, final_args, what_final)
     arc_class = registry.arcs(space)
     sizes = {n: {size.name: v[size.name].value
                  for size in arc_class.SIZE_FLAGS if size.name in v}
@@ -318,7 +360,7 @@ def settings_from_flags(f, argv=()):
                             "each running job takes one".format(
                                 parallel, len(gpus)))
     return Study(
-        space=space, entry=entry, module=registry.entry(entry).module,
+        space=space,
         search_flagfile=f.search_flagfile, search_overrides=search_overrides,
         final_flagfile=f.final_flagfile, final_overrides=final_overrides,
         policies=policies, seeds=seeds, candidates=f.candidates,
@@ -326,6 +368,8 @@ def settings_from_flags(f, argv=()):
         parallel=parallel, output_dir=f.output_dir, gpus=gpus,
         num_valids=num_valids,
         train_on_valid=bool(getattr(fv, "train_on_valid", False)),
+        retrain_flags=(["--nocontroller_training"]
+                       if "controller_training" in final_fv else []),
         argv=list(argv))
 
 
@@ -451,7 +495,7 @@ class Plan:
         if folder is None:
             return None
         if job.kind == "search":
-            return ([self.python, "-m", s.module,
+            return ([self.python, "-m", s.search_module,
                      "--flagfile=" + s.search_flagfile]
                     + s.search_overrides
                     + ["--search_policy=" + job.policy,
@@ -465,14 +509,14 @@ class Plan:
                     "--out=" + os.path.join(folder, "scores.json")]
         extra = ([] if s.num_valids is None
                  else ["--num_valids={}".format(s.num_valids)])
-        return ([self.python, "-m", s.module,
+        return ([self.python, "-m", s.final_module,
                  "--flagfile=" + s.final_flagfile] + extra
                 + s.final_overrides
-                + ["--child_fixed_arc=" + self.arc(job),
-                   "--num_epochs={}".format(s.retrain_epochs),
+                + ["--{}={}".format(s.info.fixed_arc_flag, self.arc(job)),
+                   "--{}={}".format(s.info.epochs_flag, s.retrain_epochs),
                    "--seed={}".format(job.seed),
-                   "--output_dir=" + folder, "--noreset_output_dir",
-                   "--nocontroller_training"])
+                   "--output_dir=" + folder, "--noreset_output_dir"]
+                + s.retrain_flags)
 
     def after_stamp(self, job):
         """{the job it follows: that job's finish time} (what done.json
@@ -588,7 +632,7 @@ class Plan:
                 return json.load(f)
         with open(os.path.join(folder, "stdout"), errors="replace") as f:
             events = parse_lines(f)
-        key = "accuracy" if self.study.entry == "cifar10" else "ppl"
+        key = study_report.LOG_KEYS[self.study.metric[0]]
         found = {}
         for e in events:
             if e["type"] == "eval":
@@ -597,8 +641,12 @@ class Plan:
                     found[e["split"]] = e[name]
         missing = [s for s in ("valid", "test") if s not in found]
         if missing:
-            raise ValueError("its stdout has no {} score".format(
-                " or ".join(missing)))
+            raise ValueError(
+                "its stdout has no {} score: did the run end before it "
+                "evaluated? (enas_lm validates after each whole pass of "
+                "its text, and its epochs are step budgets a little "
+                "shorter than a pass: give it more --retrain_epochs)"
+                .format(" or ".join(missing)))
         return {"arc": self.arc(job), "valid": found["valid"],
                 "test": found["test"]}
 
@@ -790,12 +838,21 @@ def collect(plan):
     """(records, curves, notes) of what has finished."""
     study = plan.study
     records, curves, notes = [], {}, []
+    unprinted, short = [], []
     for policy in study.policies:
         curves[policy] = {}
         for seed in study.seeds:
             search = Job("search", policy, seed)
             if plan.done_marker(search):
-                curves[policy][seed] = _curves(plan.folder(search))
+                rows = _curves(plan.folder(search))
+                curves[policy][seed] = rows
+                if not any(r["printed_mean"] is not None for r in rows):
+                    unprinted.append(search.prefix)
+                epochs = _search_epochs(plan, search)
+                last = rows[-1]["epoch"] if rows else 0
+                if epochs is not None and last < epochs:
+                    short.append("{} (epoch {} of {})".format(
+                        search.prefix, last, epochs))
             score = plan.done_marker(Job("score", policy, seed))
             if score is None:
                 notes.append("{}/seed_{}: no scores (its search or scoring "
@@ -828,6 +885,18 @@ def collect(plan):
                                 "shared_score": c["shared_score"],
                                 "retrained_valid": r.get("valid"),
                                 "retrained_test": r.get("test")})
+    if unprinted:
+        notes.append(
+            "the search logs of {} print no architectures (no \"Here are "
+            "10 architectures\"), so their curves have no printed arcs' "
+            "mean: the search's own validation score after each epoch "
+            "(search_valid) is their only score of every policy".format(
+                ", ".join(unprinted)))
+    if short:
+        notes.append(
+            "the search logs of {} end before their last epoch's "
+            "controller phase and validation: the run's steps ran out "
+            "first".format(", ".join(short)))
     if study.train_on_valid:
         notes.append("--train_on_valid: the searches and retrainings train "
                      "on the PTB valid text and validate and test on the "
@@ -840,6 +909,17 @@ def collect(plan):
                      "accuracy is on the images the candidates were scored "
                      "on".format(study.num_valids, study.num_valids))
     return records, curves, notes
+
+
+def _search_epochs(plan, search):
+    """The epochs a finished search ran (its flags.txt's epochs flag), or
+    None when it cannot be read."""
+    try:
+        values = flagfile.read(os.path.join(plan.folder(search),
+                                            "flags.txt"))
+        return int(values[plan.study.info.epochs_flag])
+    except (UserError, KeyError, ValueError):
+        return None
 
 
 def _curves(folder):

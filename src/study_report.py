@@ -15,8 +15,12 @@ import math
 
 import numpy as np
 
-# By entry point: (the score's name, whether higher is better).
-METRICS = {"cifar10": ("accuracy", True), "ptb": ("perplexity", False)}
+# By search space: (the score's name, whether higher is better).
+METRICS = {"macro": ("accuracy", True), "micro": ("accuracy", True),
+           "ptb": ("perplexity", False), "enas_lm": ("perplexity", False)}
+# By score: its name in the entry points' evaluation events (`src.logs`:
+# "valid_accuracy", "test_ppl", ...).
+LOG_KEYS = {"accuracy": "accuracy", "perplexity": "ppl"}
 
 ARC_FIELDS = ("policy", "seed", "arc", "shared_score", "retrained_valid",
               "retrained_test")
@@ -165,27 +169,47 @@ def build_report(settings, records, curves, notes=()):
 
 def search_curves(events, arc_records, per_epoch=10):
     """Per epoch of one search run: the controller's mean reward and mean
-    entropy over its steps in that epoch's controller phase (ENAS; None for
-    the random policy, which has none) and the mean score of the arcs the
-    run printed after it ("Here are 10 architectures": shared weights, one
-    validation batch or window each).
+    entropy over its logged steps in that epoch's controller phase (ENAS;
+    None for the random policy, which has none), the mean score of the
+    arcs the run printed after it ("Here are 10 architectures": shared
+    weights, one validation batch or window each; None when the entry
+    point prints none, as enas_lm's) and the run's own validation score
+    after it (`search_valid`: its printed valid_accuracy or valid_ppl).
 
     events: `src.logs.parse_lines` of the run's stdout; arc_records: its
-    arcs.jsonl records."""
-    # Keyed by controller step and kept last: a resumed run replays the
-    # controller phase its kill interrupted.
+    arcs.jsonl records.
+
+    The epoch of a controller line is the one its "Epoch N: Training
+    controller" heading names; enas_lm prints no heading (and no epoch on
+    its validation line), so there it is the epoch after those finished:
+    the epoch of the last "Resuming from" line, plus one for every
+    validation since. Epochs count from 1, the first epoch's phase being
+    epoch 1."""
+    # Keyed by epoch and controller step and kept last: a resumed run
+    # replays the controller phase its kill interrupted.
     steps = {}
-    epoch = None
+    valid = {}
+    heading = None
+    finished = 0
     for e in events:
         if e["type"] == "epoch_controller":
-            epoch = e["epoch"]
-        elif e["type"] == "controller" and epoch is not None:
-            steps[e["step"]] = (epoch, e.get("acc", e.get("rw")),
-                                e["entropy"])
+            heading = e["epoch"]
+        elif e["type"] == "controller":
+            epoch = heading if heading is not None else finished + 1
+            steps[epoch, e["step"]] = (e.get("acc", e.get("rw")),
+                                       e["entropy"])
         elif e["type"] == "resume":
-            epoch = None
+            heading = None
+            finished = e["epoch"]
+        elif e["type"] == "eval" and e.get("split") == "valid":
+            score = e.get("valid_accuracy", e.get("valid_ppl"))
+            if score is None:
+                continue
+            epoch = e.get("epoch") or finished + 1
+            valid[epoch] = score
+            finished = epoch
     by_epoch = {}
-    for ep, reward, entropy in steps.values():
+    for (ep, _), (reward, entropy) in steps.items():
         entry = by_epoch.setdefault(ep, {"rewards": [], "entropies": []})
         entry["rewards"].append(reward)
         entry["entropies"].append(entropy)
@@ -196,7 +220,7 @@ def search_curves(events, arc_records, per_epoch=10):
         printed.setdefault(r["epoch"], []).append(r["reward"])
     printed = {ep: v[-per_epoch:] for ep, v in printed.items()}
     out = []
-    for ep in sorted(set(by_epoch) | set(printed)):
+    for ep in sorted(set(by_epoch) | set(printed) | set(valid)):
         c = by_epoch.get(ep)
         p = printed.get(ep, [])
         out.append({
@@ -206,6 +230,7 @@ def search_curves(events, arc_records, per_epoch=10):
             "controller_entropy": (float(np.mean(c["entropies"]))
                                    if c else None),
             "printed_mean": float(np.mean(p)) if p else None,
+            "search_valid": valid.get(ep),
         })
     return out
 
@@ -294,21 +319,25 @@ def markdown(report):
                     r["arc"]))
     lines += ["", "## Search curves", "",
               "Per epoch: the controller's mean reward and entropy over its "
-              "training steps (ENAS only: the random policy has no "
-              "controller), and the mean score of the 10 arcs the search "
+              "logged training steps (ENAS only: the random policy has no "
+              "controller), the mean score of the 10 arcs the search "
               "printed (shared weights on one validation batch or window "
               "each; for PTB, ENAS's printed score adds the entropy "
-              "bonus).", "",
+              "bonus; \"-\" where the search prints none), and the "
+              "search's own validation {} after the epoch (as its log "
+              "prints it).".format(metric), "",
               "| policy | seed | epoch | controller reward | controller "
-              "entropy | printed arcs' mean |", "|---|---|---|---|---|---|"]
+              "entropy | printed arcs' mean | search's validation |",
+              "|---|---|---|---|---|---|---|"]
     for policy, by_seed in report["curves"].items():
         for seed, rows in by_seed.items():
             for row in rows:
-                lines.append("| {} | {} | {} | {} | {} | {} |".format(
+                lines.append("| {} | {} | {} | {} | {} | {} | {} |".format(
                     policy, seed, row["epoch"],
                     fmt(row["controller_reward"]),
                     fmt(row["controller_entropy"]),
-                    fmt(row["printed_mean"])))
+                    fmt(row["printed_mean"]),
+                    fmt(row.get("search_valid"))))
     if report["notes"]:
         lines += ["", "## Notes", ""]
         lines += ["- " + n for n in report["notes"]]
@@ -342,7 +371,9 @@ COLOURS = {"enas": "tab:blue", "random": "tab:orange"}
 
 def plot(report, path):
     """Three panels into `path`: the search curves (ENAS's controller
-    reward, and every policy's printed arcs' mean score, per epoch); shared
+    reward, and every policy's printed arcs' mean score, per epoch; when no
+    search printed arcs, as enas_lm's, every policy's own validation score
+    on a right-hand axis instead); shared
     against retrained validation scores, one colour per policy, tau in the
     legend; the best retrained validation score of each seed per policy,
     with the mean."""
@@ -378,8 +409,28 @@ def plot(report, path):
     ax.set_ylabel("reward: {} (shared weights, one batch)".format(
         "accuracy" if report["higher_is_better"] else "80 / perplexity"))
     ax.set_title("Search: reward per epoch (one line per seed)")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    if not any(r.get("printed_mean") is not None
+               for by_seed in report["curves"].values()
+               for rows in by_seed.values() for r in rows):
+        # No printed arcs (enas_lm): the searches' own validation score,
+        # on an axis of its own.
+        right = ax.twinx()
+        for policy, by_seed in report["curves"].items():
+            for k, (seed, rows) in enumerate(sorted(by_seed.items())):
+                valid = [r.get("search_valid") for r in rows]
+                if any(v is not None for v in valid):
+                    right.plot([r["epoch"] for r in rows],
+                               [np.nan if v is None else v for v in valid],
+                               ":s", color=colour[policy], alpha=0.8,
+                               markersize=3, label=(
+                                   "{}: search's validation".format(policy)
+                                   if k == 0 else None))
+        right.set_ylabel("search's validation {}".format(metric))
+        more = right.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    if handles:
+        ax.legend(handles, labels, fontsize=8)
 
     ax = axes[1]
     for policy in policies:

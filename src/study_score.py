@@ -18,7 +18,14 @@ on the whole validation split:
   `--batch_size` rows and `--child_bptt_steps` windows with the state
   carried (`PtbTrainer.evaluate` with the arc given; the moving averages
   of the weights when the run keeps them), as the run's own `valid_ppl`
-  but with one arc for every window.
+  but with one arc for every window;
+- enas_lm: perplexity over every validation window of the run's
+  `--child_batch_size` rows and `--child_bptt_steps` steps, each from a
+  zero state (`WindowPerplexity`: the trainer's `reward_nll`), as the
+  search's own `valid_ppl` but with one arc for every window.
+
+The run's flags.txt is read with its space's search entry point's flags
+(`registry.SpaceInfo.search_entry`: enas_lm's `src.enas_lm.search`).
 
 Each is one traced function taking the arc as a tensor: every candidate
 reuses the same trace (`traces` in the output says how many there were).
@@ -85,7 +92,7 @@ class LoadedRun:
             raise UserError("--run_dir={} has no flags.txt: give a search "
                             "run's --output_dir".format(run_dir))
         self.space = registry.space(space_name)
-        entry = registry.info(space_name).entry
+        entry = registry.info(space_name).search_entry
         args = flagfile.expand(["--flagfile=" + flags_txt])
         try:
             fv, _ = entry_point.parse_flags(entry, ["study_score"] + args)
@@ -142,13 +149,12 @@ def score_run(space_name, run_dir, candidates, draw_seed=None,
     """Draws and scores the candidates of one search run; returns the
     record written to --out."""
     start = time.time()
-    entry = registry.info(space_name).entry
-    if entry not in METRICS:
-        raise UserError("the study cannot score {} runs yet: no scorer for "
-                        "the {} entry point".format(space_name, entry))
+    if space_name not in METRICS:
+        raise UserError("the study cannot score {} runs yet: no metric for "
+                        "that space".format(space_name))
     from src import precision
     with precision.mixed_precision_scope(_run_mixed_precision(run_dir)):
-        return _score(space_name, entry, run_dir, candidates, draw_seed,
+        return _score(space_name, run_dir, candidates, draw_seed,
                       max_draws_per_candidate, log, start)
 
 
@@ -163,7 +169,7 @@ def _run_mixed_precision(run_dir):
     return value == "True"
 
 
-def _score(space_name, entry, run_dir, candidates, draw_seed,
+def _score(space_name, run_dir, candidates, draw_seed,
            max_draws_per_candidate, log, start):
     run = LoadedRun(space_name, run_dir, log)
     scorer = run.session.arc_scorer()
@@ -173,7 +179,7 @@ def _score(space_name, entry, run_dir, candidates, draw_seed,
     if len(arcs) < candidates:
         log("note: {} distinct arcs in {} draws (asked for {})".format(
             len(arcs), draws, candidates))
-    metric, higher = METRICS[entry]
+    metric, higher = METRICS[space_name]
     log("Scoring {} arcs on {} ({})".format(len(arcs), scorer.what, metric))
     out = []
     for i, arc in enumerate(arcs):

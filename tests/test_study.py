@@ -14,6 +14,12 @@ others: study.json against the jobs' done.json and scores.json, the
 summary recomputed from the arcs, the tau and rho of study.md recomputed
 from study.json, study.png's size, jobs.txt's lines, and one traced
 evaluation for every scored candidate.
+
+The enas_lm space (two entry points, its own flag names) the same way: a
+tiny study through `flags/study_enas_lm_cpu.flags` (one seed per policy,
+one search epoch, 4 candidates, 1 + 1 retrained for 1 epoch), its files
+checked against each other by the same helpers, its curves read from
+enas_lm's lines; and its bad flags.
 """
 
 import json
@@ -116,15 +122,43 @@ GOOD = ["--flagfile=flags/study_ptb_cpu.flags"]
 ])
 def test_a_bad_study_flag_is_one_error_line_and_nothing_is_written(
         tmp_path, capsys, extra, message):
+    assert_one_error_line(tmp_path, capsys, GOOD + extra, message)
+
+
+def assert_one_error_line(tmp_path, capsys, args, message):
     out = tmp_path / "study"
-    status = study.call(["study"] + GOOD + ["--output_dir=" + str(out)]
-                        + extra)
+    status = study.call(["study"] + args + ["--output_dir=" + str(out)])
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert status == 2
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert message in lines[0]
     assert not out.exists()
+
+
+GOOD_LM = ["--flagfile=flags/study_enas_lm_cpu.flags"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--final_flagfile=flags/ptb_final_cpu.flags"],
+     "--final_flagfile=flags/ptb_final_cpu.flags is a flagfile of the ptb "
+     "space, but the search is of the enas_lm space"),
+    (["--search_flagfile=flags/enas_lm_fixed_cpu.flags"],
+     "trains a fixed arc (--fixed_arc): the study needs a search"),
+    (["--space=ptb"], "searches the enas_lm space, not --space=ptb"),
+    (["--search_overrides=--num_epochs=2"],
+     "--search_flagfile=flags/enas_lm_search_cpu.flags: Unknown command "
+     "line flag 'num_epochs'"),
+    (["--final_overrides=--child_fixed_arc=0 1"],
+     "--final_flagfile=flags/enas_lm_fixed_cpu.flags: Unknown command line "
+     "flag 'child_fixed_arc'"),
+    (["--search_flagfile=flags/ptb_search_cpu.flags"],
+     "--final_flagfile=flags/enas_lm_fixed_cpu.flags is a flagfile of the "
+     "enas_lm space, but the search is of the ptb space"),
+])
+def test_a_bad_enas_lm_study_flag_is_one_error_line_and_nothing_is_written(
+        tmp_path, capsys, extra, message):
+    assert_one_error_line(tmp_path, capsys, GOOD_LM + extra, message)
 
 
 def test_a_retraining_stopped_by_the_nan_guard_is_read_as_diverged(tmp_path):
@@ -256,7 +290,15 @@ def test_running_the_study_again_skips_finished_jobs_and_resumes_the_killed_one(
 
 def test_study_json_holds_every_candidate_and_the_retrained_scores_of_the_jobs(
         tiny_study):
-    out = tiny_study["out"]
+    check_study_json(tiny_study["out"], CANDIDATES, TOP_K + SPREAD,
+                     "--child_fixed_arc", "--num_epochs")
+
+
+def check_study_json(out, candidates, retrained_per_seed, fixed_arc_flag,
+                     epochs_flag):
+    """study.json against the jobs' scores.json and done.json, one seed
+    per policy: every candidate, one trace per scoring job, the retrained
+    arcs (the best and the worst among them) with the retraining's flags."""
     report = load(out, "study.json")
     assert report["higher_is_better"] is False
     assert report["metric"] == "perplexity"
@@ -268,11 +310,11 @@ def test_study_json_holds_every_candidate_and_the_retrained_scores_of_the_jobs(
         assert scores["policy"] == policy
         assert [(r["arc"], r["shared_score"]) for r in mine] == [
             (c["arc"], c["shared_score"]) for c in scores["candidates"]]
-        assert len(mine) == CANDIDATES == scores["distinct"]
+        assert len(mine) == candidates == scores["distinct"]
         # One trace of the evaluation for every candidate.
         assert scores["traces"] == 1
         retrained = [r for r in mine if r["retrained_valid"] is not None]
-        assert len(retrained) == TOP_K + SPREAD
+        assert len(retrained) == retrained_per_seed
         assert all(r["retrained_test"] is not None for r in retrained)
         ranked = sorted(mine, key=lambda r: r["shared_score"])
         assert ranked[0] in retrained and ranked[-1] in retrained
@@ -283,12 +325,17 @@ def test_study_json_holds_every_candidate_and_the_retrained_scores_of_the_jobs(
             assert (done["arc"], done["valid"], done["test"]) == (
                 r["arc"], r["retrained_valid"], r["retrained_test"])
             flags_txt = load(folder, "flags.txt")
-            assert "--child_fixed_arc={}".format(r["arc"]) in flags_txt
-            assert "--num_epochs=1" in flags_txt
+            assert "{}={}\n".format(fixed_arc_flag, r["arc"]) in flags_txt
+            assert "{}=1\n".format(epochs_flag) in flags_txt
+    return report
 
 
 def test_the_summary_is_recomputed_from_the_arcs(tiny_study):
-    report = load(tiny_study["out"], "study.json")
+    check_summary(tiny_study["out"])
+
+
+def check_summary(out):
+    report = load(out, "study.json")
     for policy, sm in report["summary"].items():
         done = [r for r in report["arcs"] if r["policy"] == policy
                 and r["retrained_valid"] is not None]
@@ -304,9 +351,12 @@ def test_the_summary_is_recomputed_from_the_arcs(tiny_study):
 
 
 def test_study_md_prints_the_tau_and_rho_of_study_json(tiny_study):
-    report = load(tiny_study["out"], "study.json")
-    table = study_report.parse_summary_table(load(tiny_study["out"],
-                                                  "study.md"))
+    check_study_md(tiny_study["out"])
+
+
+def check_study_md(out):
+    report = load(out, "study.json")
+    table = study_report.parse_summary_table(load(out, "study.md"))
     assert set(table) == {"enas", "random"}
     for policy, (tau, rho) in table.items():
         done = [r for r in report["arcs"] if r["policy"] == policy
@@ -347,9 +397,9 @@ def test_print_jobs_writes_every_job_as_one_command_line(tiny_study):
     text = load(tiny_study["out"], "jobs.txt")
     lines = [l for l in text.splitlines() if l and not l.startswith("#")]
     names = [j.name for j in study.all_jobs(study.Study(
-        space="ptb", entry="ptb", module="src.ptb.main",
-        search_flagfile="", search_overrides=[], final_flagfile="",
-        final_overrides=[], policies=["enas", "random"], seeds=[1],
+        space="ptb", search_flagfile="", search_overrides=[],
+        final_flagfile="", final_overrides=[], policies=["enas", "random"],
+        seeds=[1],
         candidates=CANDIDATES, top_k=TOP_K, spread=SPREAD, retrain_epochs=1,
         parallel=1, output_dir=""))]
     assert len(lines) == len(names) == 8
@@ -361,6 +411,130 @@ def test_print_jobs_writes_every_job_as_one_command_line(tiny_study):
         assert "--parallel=2" not in argv and "--print_jobs" not in argv
     # The retrainings' entry-point commands are known once scored.
     assert text.count("#   runs: python -m src.ptb.main") == 6
+
+
+# -- a tiny enas_lm study end to end ---------------------------------------------
+
+# enas_lm's flags at a tiny size on the corpus of tests/ptb_fixtures.py (27
+# windows of 5 a pass; with seed 1 the first pass of random-length windows
+# ends at step 25, inside the epoch's 27 steps, so one epoch trains the
+# controller once and validates once).
+LM_TINY = ("--notrain_on_valid --nodownload --child_batch_size=4 "
+           "--child_bptt_steps=5 --child_hidden_size=8 --child_vocab_size=40 "
+           "--log_every=5")
+LM_CANDIDATES = 4
+
+
+def lm_study_args(data, out):
+    return ["--flagfile=flags/study_enas_lm_cpu.flags", "--output_dir=" + out,
+            "--seeds=1", "--candidates={}".format(LM_CANDIDATES),
+            "--top_k=1", "--spread=1", "--retrain_epochs=1", "--parallel=2",
+            "--search_overrides=--data_path={} {} --child_num_train_epochs=1 "
+            "--controller_num_layers=3 --controller_hidden_size=8 "
+            "--controller_num_aggregate=2 --controller_num_train_steps=3"
+            .format(data, LM_TINY),
+            "--final_overrides=--data_path={} {}".format(data, LM_TINY)]
+
+
+@pytest.fixture(scope="module")
+def tiny_lm_study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm_study")
+    (root / "ptb").mkdir()
+    data = write_tiny_ptb(root / "ptb")
+    out = str(root / "study")
+    args = lm_study_args(data, out)
+    started = time.time()
+    run = subprocess.run(study_command(args), cwd=REPO_ROOT, env=main_env(),
+                         capture_output=True, text=True, timeout=300)
+    return {"out": out, "run": run, "seconds": time.time() - started}
+
+
+def test_an_enas_lm_study_runs_its_two_entry_points_with_their_own_flags(
+        tiny_lm_study):
+    run = tiny_lm_study["run"]
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = tiny_lm_study["out"]
+    for policy in ("enas", "random"):
+        search = load(out, "{}/seed_1/search/{}".format(policy, study.DONE))
+        assert search["command"][:2] == ["-m", "src.enas_lm.search"]
+        assert "--search_policy=" + policy in search["command"]
+        flags_txt = load(out, "{}/seed_1/search/flags.txt".format(policy))
+        assert "--search_policy={}\n".format(policy) in flags_txt
+        assert "--seed=1\n" in flags_txt
+        assert "--controller_num_layers=3\n" in flags_txt
+        retrained = [load(os.path.join(out, policy, "seed_1", d), study.DONE)
+                     for d in os.listdir(os.path.join(out, policy, "seed_1"))
+                     if d.startswith("arc_")]
+        assert len(retrained) == 2
+        for done in retrained:
+            assert done["command"][:2] == ["-m", "src.enas_lm.fixed"]
+            assert "--fixed_arc=" + done["result"]["arc"] in done["command"]
+            assert "--nocontroller_training" not in done["command"]
+            # Three nodes: a previous node and a function each.
+            assert len(done["result"]["arc"].split()) == 6
+
+
+def test_an_enas_lm_study_json_matches_its_scores_and_retrainings(
+        tiny_lm_study):
+    report = check_study_json(tiny_lm_study["out"], LM_CANDIDATES, 2,
+                              "--fixed_arc", "--child_num_train_epochs")
+    assert report["settings"]["space"] == "enas_lm"
+    assert report["metric"] == "perplexity"
+    assert report["higher_is_better"] is False
+    check_summary(tiny_lm_study["out"])
+    check_study_md(tiny_lm_study["out"])
+
+
+def test_an_enas_lm_study_has_the_curves_its_lines_give_and_says_what_they_lack(
+        tiny_lm_study):
+    report = load(tiny_lm_study["out"], "study.json")
+    enas, random = (report["curves"][p]["1"] for p in ("enas", "random"))
+    assert [r["epoch"] for r in enas] == [1] == [r["epoch"] for r in random]
+    assert enas[0]["controller_reward"] > 0
+    assert enas[0]["controller_entropy"] > 0
+    assert random[0]["controller_reward"] is None
+    for row in enas + random:
+        assert row["printed_mean"] is None  # enas_lm prints no arcs
+        assert row["search_valid"] > 1  # its valid_ppl
+    assert any("print no architectures" in n and "enas/seed_1" in n
+               and "random/seed_1" in n for n in report["notes"])
+    assert "search's validation" in load(tiny_lm_study["out"], "study.md")
+
+
+def test_the_tiny_enas_lm_study_takes_under_a_minute_and_a_half(
+        tiny_lm_study):
+    assert tiny_lm_study["seconds"] < 90
+
+
+def test_search_curves_read_enas_lms_lines_across_a_resume():
+    from src.logs import parse_lines
+    train = ("epoch={:<5d} step={:<7d} ppl=900.00    lr=20.00   |w|=1.00   "
+             "|g|=0.50   mins=0.10")
+    ctrl = ("step={:<5d} ent={:<7.3f} ppl=900.00  rw={:<7.4f} bl=0.0100  "
+            "arc=[0 1 0 2]")
+    text = [train.format(0, 20), "-" * 80, "Training controller",
+            ctrl.format(0, 7.0, 0.1), ctrl.format(10, 6.0, 0.3),
+            "valid_ppl=800.00",
+            train.format(1, 140), "Training controller",
+            ctrl.format(0, 5.0, 0.2), "valid_ppl=700.00",
+            # Killed in the third epoch's controller phase; resumed from
+            # the checkpoint after the second.
+            train.format(2, 240), "Training controller",
+            ctrl.format(0, 4.0, 0.9),
+            "Resuming from /x/model.ckpt-2 (epoch 2, step 220)",
+            train.format(2, 240), "Training controller",
+            ctrl.format(0, 4.5, 0.4), "valid_ppl=650.00"]
+    rows = study_report.search_curves(parse_lines(text), [])
+    assert rows == [
+        {"epoch": 1, "controller_reward": pytest.approx(0.2),
+         "controller_entropy": pytest.approx(6.5), "printed_mean": None,
+         "search_valid": 800.0},
+        {"epoch": 2, "controller_reward": pytest.approx(0.2),
+         "controller_entropy": pytest.approx(5.0), "printed_mean": None,
+         "search_valid": 700.0},
+        {"epoch": 3, "controller_reward": pytest.approx(0.4),
+         "controller_entropy": pytest.approx(4.5), "printed_mean": None,
+         "search_valid": 650.0}]
 
 
 # -- the scheduler ---------------------------------------------------------------
@@ -413,8 +587,8 @@ class StubPlan:
 
 def stub_jobs(seeds=(1, 2)):
     settings = study.Study(
-        space="ptb", entry="ptb", module="src.ptb.main", search_flagfile="",
-        search_overrides=[], final_flagfile="", final_overrides=[],
+        space="ptb", search_flagfile="", search_overrides=[],
+        final_flagfile="", final_overrides=[],
         policies=["enas", "random"], seeds=list(seeds), candidates=2,
         top_k=1, spread=0, retrain_epochs=1, parallel=1, output_dir="")
     return study.all_jobs(settings)
