@@ -443,10 +443,9 @@ def tiny_lm_study(tmp_path_factory):
     data = write_tiny_ptb(root / "ptb")
     out = str(root / "study")
     args = lm_study_args(data, out)
-    started = time.time()
     run = subprocess.run(study_command(args), cwd=REPO_ROOT, env=main_env(),
                          capture_output=True, text=True, timeout=300)
-    return {"out": out, "run": run, "seconds": time.time() - started}
+    return {"out": out, "run": run}
 
 
 def test_an_enas_lm_study_runs_its_two_entry_points_with_their_own_flags(
@@ -499,11 +498,6 @@ def test_an_enas_lm_study_has_the_curves_its_lines_give_and_says_what_they_lack(
     assert any("print no architectures" in n and "enas/seed_1" in n
                and "random/seed_1" in n for n in report["notes"])
     assert "search's validation" in load(tiny_lm_study["out"], "study.md")
-
-
-def test_the_tiny_enas_lm_study_takes_under_a_minute_and_a_half(
-        tiny_lm_study):
-    assert tiny_lm_study["seconds"] < 90
 
 
 def test_search_curves_read_enas_lms_lines_across_a_resume():
