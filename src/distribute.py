@@ -25,23 +25,19 @@ single-device code path exactly.
 import atexit
 import json
 import os
+import re
 import shutil
 import tempfile
 
 import keras
 import tensorflow as tf
 
-from src.errors import UserError
+from src.errors import RunStopped, UserError
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
 # Task types MultiWorkerMirroredStrategy runs (the chief is optional: without
 # one, worker 0 is the chief).
 TASK_TYPES = ("chief", "worker")
-# Seconds a collective op (an all-reduce of a step, a checkpoint's) may wait
-# for the other workers before it fails, so a lost worker ends the others'
-# runs instead of hanging them.
-COLLECTIVE_TIMEOUT_SECONDS = 300
-
 
 def cluster_task(environ=None):
     """(task type, index, number of workers) of this process read from the
@@ -96,6 +92,48 @@ def cluster_task(environ=None):
             "{} task(s), numbered from 0".format(index, len(cluster[kind]),
                                                  kind))
     return kind, index, sum(len(h) for h in cluster.values())
+
+
+# What a collective op raises in a multi-worker run when another worker is
+# gone: the coordination service saw its heartbeats stop (Unavailable), a
+# collective waited too long (DeadlineExceeded), or the op was aborted for
+# it (Cancelled, Aborted).
+LOST_WORKER_ERRORS = (tf.errors.UnavailableError,
+                      tf.errors.DeadlineExceededError,
+                      tf.errors.CancelledError, tf.errors.AbortedError)
+
+
+def lost_worker(error, output_dir, environ=None):
+    """The RunStopped that `error` (one of LOST_WORKER_ERRORS, raised in a
+    multi-worker run) means: which worker was lost, with its address, and
+    how to go on (start every worker again with the same command; the run
+    resumes from the newest checkpoint of `output_dir`, named)."""
+    environ = os.environ if environ is None else environ
+    text = str(error)
+    # The coordination service lists the tasks it stopped hearing from
+    # after "unhealthy"; other errors name the peer a collective waited on.
+    listed = text.split("unhealthy", 1)[-1]
+    tasks = re.findall(r"/job:(\w+)(?:/replica:\d+)?/task:(\d+)", listed)
+    me = cluster_task(environ)
+    lost = [(kind, int(i)) for kind, i in tasks
+            if me is None or (kind, int(i)) != me[:2]]
+    if lost:
+        kind, index = lost[0]
+        try:
+            cluster = json.loads(environ["TF_CONFIG"])["cluster"]
+            where = " at {}".format(cluster[kind][index])
+        except (KeyError, IndexError, ValueError, TypeError):
+            where = ""
+        who = "{} {} of the cluster{}".format(kind, index, where)
+    else:
+        who = "a worker of the cluster"
+    newest = tf.train.latest_checkpoint(shared_output_dir(output_dir))
+    resume = ("it resumes from {}".format(newest) if newest else
+              "no checkpoint was written yet, so it starts afresh")
+    return RunStopped(
+        "{} stopped answering (it crashed, was stopped, or its machine is "
+        "unreachable), so this worker cannot go on: start every worker "
+        "again with the same command; {}".format(who, resume))
 
 
 def is_chief_task(task):
@@ -182,10 +220,13 @@ def make_strategy(name):
             devices = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
     if name == "multi_worker_mirrored":
-        options = tf.distribute.experimental.CommunicationOptions(
-            timeout_seconds=COLLECTIVE_TIMEOUT_SECONDS)
-        return tf.distribute.MultiWorkerMirroredStrategy(
-            communication_options=options)
+        # No collective timeout: TensorFlow starts a thread per collective
+        # op that waits out its timeout, so with one a step's hundreds of
+        # all-reduces exhausted the process's threads within a minute (and
+        # aborted it). A lost worker is found without one: its peers' ops
+        # fail when its connection drops, and the coordination service
+        # stops a cluster whose task misses its heartbeats.
+        return tf.distribute.MultiWorkerMirroredStrategy()
     raise UserError("--distribution_strategy={!r} is unknown: use one of "
                     "{}".format(name, ", ".join(STRATEGIES)))
 

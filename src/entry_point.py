@@ -1,7 +1,8 @@
 """What every entry point shares: parsing its flags into a `FlagValues` of
 its own, a user's mistake (`UserError`) reported as one `error: ...` line
-with exit status 2, and the start of a run (output folder, stdout copy,
-flags, CPU split, seeds, determinism, distribution strategy).
+with exit status 2 (a run that cannot go on, `RunStopped`: status 1), and
+the start of a run (output folder, stdout copy, flags, CPU split, seeds,
+determinism, distribution strategy).
 
 `call(entry, argv)` runs an entry point in this process and returns its
 exit status (tests use it); `run(entry)` is `python -m`'s form.
@@ -15,7 +16,7 @@ from absl import logging
 
 from src import distribute, flag_defs, registry, run_log
 from src.determinism import enable_determinism
-from src.errors import UserError
+from src.errors import RunStopped, UserError
 
 HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "--helpfull")
 
@@ -66,6 +67,11 @@ def call(entry, main, argv=None, define_extra=None, doc=""):
         # they are collected at exit; the error line says it all.
         logging.set_verbosity(logging.ERROR)
         return 2
+    except RunStopped as e:
+        sys.stdout.flush()
+        print("error: {}".format(e), file=sys.stderr)
+        logging.set_verbosity(logging.ERROR)
+        return 1
 
 
 def run(entry, main, argv=None, define_extra=None, doc=""):

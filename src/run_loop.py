@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from src import entry_point, precision, registry, run_log
+from src import distribute, entry_point, precision, registry, run_log
 from src.checkpoints import open_run_checkpoint
 from src.errors import UserError
 from src.interrupts import StopRequest
@@ -65,10 +65,16 @@ def space_of(entry, flag_values):
 def train(cfg, space=None):
     """Runs the loop for `cfg` under its dtype policy (mixed_float16 with
     --mixed_precision), restoring the previous policy afterwards. Returns
-    the exit status."""
+    the exit status. In a multi-worker run a lost worker is a RunStopped
+    naming it (one line, status 1), not a collective op's traceback."""
     space = space or registry.space(cfg.space)
     with precision.mixed_precision_scope(cfg.mixed_precision):
-        return _train(space, cfg)
+        try:
+            return _train(space, cfg)
+        except distribute.LOST_WORKER_ERRORS as e:
+            if cfg.distribution_strategy != "multi_worker_mirrored":
+                raise
+            raise distribute.lost_worker(e, cfg.output_dir) from None
 
 
 def _train(space, cfg):
