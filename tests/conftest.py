@@ -15,6 +15,7 @@ tf.config.experimental.enable_op_determinism()
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 REFERENCE_GOLDENS = SHARED / "reference" / "goldens"
+ENAS_LM_GOLDENS = SHARED / "reference" / "enas_lm" / "goldens"
 
 
 @pytest.fixture
@@ -31,3 +32,14 @@ def golden_case(name):
         pytest.skip("reference goldens not found at {} (they live in the "
                     "steering repo's shared/ folder)".format(path))
     return path
+
+
+def enas_lm_golden(name):
+    """(path, inputs, outputs) of an enas_lm golden case (its inputs.npz and
+    outputs.npz as dicts of arrays), or skip when ../shared is absent."""
+    import numpy as np
+    path = ENAS_LM_GOLDENS / name
+    if not path.is_dir():
+        pytest.skip("enas_lm goldens not found at {}".format(path))
+    return (path, dict(np.load(path / "inputs.npz")),
+            dict(np.load(path / "outputs.npz")))

@@ -14,7 +14,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from src import entry_point, export, registry
@@ -22,20 +21,17 @@ from src.checkpoints import RunCheckpoint
 from src.enas_lm.arcs import EnasLmArc
 from src.enas_lm.child import EnasLmChildConfig, EnasLmFixedChild
 from src.enas_lm.trainer import EnasLmFixedTrainer, EnasLmTrainConfig
-from tests.conftest import SHARED
+from tests.conftest import enas_lm_golden
 from tests.ptb_fixtures import REPO_ROOT
 
-GOLDENS = SHARED / "reference" / "enas_lm" / "goldens"
 FORWARD = dict(rtol=1e-5, atol=1e-5)
 
 
 def load(name):
-    case = GOLDENS / name
-    if not case.is_dir():
-        pytest.skip("enas_lm goldens not found at {}".format(case))
+    """An enas_lm golden case with its config.json."""
+    case, inputs, outputs = enas_lm_golden(name)
     config = json.loads((case / "config.json").read_text())
-    return (case, config, dict(np.load(case / "inputs.npz")),
-            dict(np.load(case / "outputs.npz")))
+    return case, config, inputs, outputs
 
 
 def nll_of(logits, labels):

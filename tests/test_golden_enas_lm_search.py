@@ -10,7 +10,6 @@ accepted/dropped gradients and update counts exactly.
 """
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from src.enas_lm.checkpoint import import_enas_lm_checkpoint
@@ -20,18 +19,9 @@ from src.enas_lm.controller import (REWARD_CONSTANT, EnasLmController,
                                     SyncReplicasReinforce)
 from src.enas_lm.trainer import EnasLmSearchTrainer, EnasLmTrainConfig
 from src.reinforce import ReinforceConfig
-from tests.conftest import SHARED
+from tests.conftest import enas_lm_golden as load
 
-GOLDENS = SHARED / "reference" / "enas_lm" / "goldens"
 FORWARD = dict(rtol=1e-5, atol=1e-5)
-
-
-def load(name):
-    case = GOLDENS / name
-    if not case.is_dir():
-        pytest.skip("enas_lm goldens not found at {}".format(case))
-    return (case, dict(np.load(case / "inputs.npz")),
-            dict(np.load(case / "outputs.npz")))
 
 
 def build_child():
