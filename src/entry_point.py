@@ -60,18 +60,13 @@ def call(entry, main, argv=None, define_extra=None, doc=""):
         return 2
     try:
         return main(fv, rest)
-    except UserError as e:
+    except (UserError, RunStopped) as e:
         sys.stdout.flush()
         print("error: {}".format(e), file=sys.stderr)
         # Objects half-restored from a mismatched checkpoint warn when
         # they are collected at exit; the error line says it all.
         logging.set_verbosity(logging.ERROR)
-        return 2
-    except RunStopped as e:
-        sys.stdout.flush()
-        print("error: {}".format(e), file=sys.stderr)
-        logging.set_verbosity(logging.ERROR)
-        return 1
+        return 2 if isinstance(e, UserError) else 1
 
 
 def run(entry, main, argv=None, define_extra=None, doc=""):
