@@ -24,6 +24,23 @@ the entry point's flags, so the session resolves them as a run does. Each
 result records both (`jit_compile`: whether the timed step or pass ran
 under XLA, None where the flag does not apply; `mixed_precision`), and the
 table prints them in its `xla` and `mixed` columns.
+
+Against a reference: `--against_reference=PATH` (`--config=NAME` or
+`all`; once per kind, so `all` can cover both) names a runnable copy of
+melodyguan/enas (holding src/cifar10/main.py) or of google-research
+enas_lm (holding enas_lm/src/fixed.py). For each configuration with a
+matching reference (`Bench.reference`) it runs `--rounds` rounds (default
+2) of ours, then the reference's own step for the same configuration, each
+in a fresh process (ours: `python -m src.bench --config=NAME`; the
+reference: `bench_reference.py` in PATH, given the configuration's flags,
+keeping those the reference defines). The table adds the reference's best
+median (best: the lowest median over the rounds), ours over it, its build
+time and peak memory; our columns are those of our best round; rows
+without a matching reference (the *_full rows, ptb_test_eval_cpu, a kind
+not given) run once and print "-" there. `--json` records every round of
+both sides. macro_search_cpu runs the reference with ENAS_REF_FIX_CLOSURE=1
+(its closure bug fixed: all six branches are computed and the sampled one
+used; as published only max pool ran); the table notes it.
 """
 
 import dataclasses
@@ -35,7 +52,7 @@ import subprocess
 import sys
 import time
 
-from src import registry
+from src import flagfile, registry
 from src.errors import UserError
 
 FLAGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -56,6 +73,12 @@ class Bench:
     # Searching: also time the gated step against baked arcs (not for
     # enas_lm, whose search trainer takes each step's arc as an argument).
     gating: bool = True
+    # The reference whose own step `--against_reference` times beside ours
+    # ("enas": melodyguan/enas, "enas_lm": google-research enas_lm; None:
+    # no matching configuration there), and the environment its driver
+    # runs in (the reference's own switches).
+    reference: str = None
+    reference_env: tuple = ()
 
     @property
     def entry(self):
@@ -78,31 +101,36 @@ ONE_UPDATE = ("--nocontroller_sync_replicas",)
 # The table of configurations. No size overrides: each flagfile's sizes are
 # the configuration's (the *_cpu flagfiles were sized as these rows).
 CONFIGS = {
-    "macro_fixed_cpu": Bench("cifar10_macro_final_cpu"),
-    "macro_search_cpu": Bench("cifar10_macro_search_cpu"),
+    "macro_fixed_cpu": Bench("cifar10_macro_final_cpu", reference="enas"),
+    # The reference with its closure bug fixed: every branch is computed
+    # and the sampled one returned (as published, only max pool ran).
+    "macro_search_cpu": Bench("cifar10_macro_search_cpu", reference="enas",
+                              reference_env=(("ENAS_REF_FIX_CLOSURE", "1"),)),
     "macro_controller_cpu": Bench("cifar10_macro_search_cpu", "controller",
-                                  ONE_UPDATE),
-    "micro_search_cpu": Bench("cifar10_micro_search_cpu"),
-    "micro_fixed_cpu": Bench("cifar10_micro_final_cpu"),
+                                  ONE_UPDATE, reference="enas"),
+    "micro_search_cpu": Bench("cifar10_micro_search_cpu", reference="enas"),
+    "micro_fixed_cpu": Bench("cifar10_micro_final_cpu", reference="enas"),
     "micro_controller_cpu": Bench("cifar10_micro_search_cpu", "controller",
-                                  ONE_UPDATE),
+                                  ONE_UPDATE, reference="enas"),
     "macro_fixed_full": Bench("cifar10_macro_final"),
     "macro_search_full": Bench("cifar10_macro_search"),
     "micro_search_full": Bench("cifar10_micro_search"),
     "micro_fixed_full": Bench("cifar10_micro_final"),
-    "ptb_search_cpu": Bench("ptb_search_cpu"),
-    "ptb_fixed_cpu": Bench("ptb_final_cpu"),
-    "ptb_controller_cpu": Bench("ptb_search_cpu", "controller", ONE_UPDATE),
+    "ptb_search_cpu": Bench("ptb_search_cpu", reference="enas"),
+    "ptb_fixed_cpu": Bench("ptb_final_cpu", reference="enas"),
+    "ptb_controller_cpu": Bench("ptb_search_cpu", "controller", ONE_UPDATE,
+                                reference="enas"),
     "ptb_test_eval_cpu": Bench("ptb_final_cpu", "test_eval"),
     "ptb_search_full": Bench("ptb_search"),
     "ptb_fixed_full": Bench("ptb_final"),
     # enas_lm: one controller call is one Adam update with
     # --controller_num_aggregate=1.
-    "enas_lm_fixed_cpu": Bench("enas_lm_fixed_cpu"),
-    "enas_lm_search_cpu": Bench("enas_lm_search_cpu", gating=False),
+    "enas_lm_fixed_cpu": Bench("enas_lm_fixed_cpu", reference="enas_lm"),
+    "enas_lm_search_cpu": Bench("enas_lm_search_cpu", gating=False,
+                                reference="enas_lm"),
     "enas_lm_controller_cpu": Bench("enas_lm_search_cpu", "controller",
                                     ("--controller_num_aggregate=1",),
-                                    gating=False),
+                                    gating=False, reference="enas_lm"),
     "enas_lm_fixed_full": Bench("enas_lm_fixed"),
     "enas_lm_search_full": Bench("enas_lm_search", gating=False),
 }
@@ -175,17 +203,22 @@ class Case:
 
 # ------------------------------------------------------------------ data
 
+def cifar_sizes(cfg):
+    """{split: images} of `synthetic_cifar`: max(2000, 40 batches) training
+    images, `cfg.num_valids` held out for the reward (none when 0), 100
+    test."""
+    return {"train": max(2000, 40 * cfg.batch_size),
+            "valid": cfg.num_valids or 0, "test": 100}
+
+
 def synthetic_cifar(cfg, seed=0):
-    """CifarData of random images: max(2000, 40 batches) training images,
-    `cfg.num_valids` held out for the reward (none when 0), 100 test."""
+    """CifarData of random images, `cifar_sizes(cfg)` of them."""
     import numpy as np
 
     from src.cifar10.data import CifarData
     rng = np.random.default_rng(seed)
-    sizes = {"train": max(2000, 40 * cfg.batch_size),
-             "valid": cfg.num_valids, "test": 100}
     images, labels = {}, {}
-    for split, n in sizes.items():
+    for split, n in cifar_sizes(cfg).items():
         images[split] = (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
                          if n else None)
         labels[split] = (rng.integers(0, 10, n).astype(np.int32)
@@ -195,8 +228,13 @@ def synthetic_cifar(cfg, seed=0):
                      std=np.full([3], 0.25, np.float32))
 
 
-def synthetic_ptb(cfg, vocab_size=10000, seed=0,
-                  words=(200000, 80000, 82430)):
+# Words of the synthetic PTB splits (train, valid, test: PTB's test size)
+# and its vocabulary.
+PTB_WORDS = (200000, 80000, 82430)
+PTB_VOCAB = 10000
+
+
+def synthetic_ptb(cfg, vocab_size=PTB_VOCAB, seed=0, words=PTB_WORDS):
     """PtbData of random word ids: `words` in the train, valid and test
     splits (the test split's: PTB's 82430)."""
     import numpy as np
@@ -377,13 +415,18 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def check_config(name):
+    """UserError unless `name` is a configuration."""
+    if name not in CONFIGS:
+        raise UserError("unknown --config={!r}: use one of {} or all".format(
+            name, ", ".join(sorted(CONFIGS))))
+
+
 def time_config(name, options=BenchOptions()):
     """Builds and times configuration `name` with `options` under the
     run's dtype policy (restored afterwards); returns the result dict."""
     from src import precision
-    if name not in CONFIGS:
-        raise UserError("unknown --config={!r}: use one of {} or all".format(
-            name, ", ".join(sorted(CONFIGS))))
+    check_config(name)
     with precision.mixed_precision_scope(options.mixed_precision):
         return _time_case(name, options)
 
@@ -427,6 +470,196 @@ def _time_case(name, options):
     return result
 
 
+# ------------------------------------------------------ against a reference
+
+# The runnable references `--against_reference` takes: kind -> (what it is,
+# the files that tell it apart).
+REFERENCES = {
+    "enas": ("melodyguan/enas", ("src/cifar10/main.py", "src/ptb/main.py")),
+    "enas_lm": ("google-research enas_lm", ("enas_lm/src/fixed.py",
+                                            "enas_lm/src/search.py")),
+}
+
+# The driver run as a file in the reference's folder (its own `src` would
+# clash with this package).
+REFERENCE_DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "bench_reference.py")
+
+
+def reference_kind(path):
+    """The kind ("enas" or "enas_lm") of the runnable reference at `path`,
+    from its files; UserError when it is neither."""
+    for kind, (_, files) in REFERENCES.items():
+        if all(os.path.isfile(os.path.join(path, f)) for f in files):
+            return kind
+    raise UserError(
+        "--against_reference={} is not a runnable reference: it should hold "
+        "melodyguan/enas's {} or google-research enas_lm's {}".format(
+            path, " and ".join(REFERENCES["enas"][1]),
+            " and ".join(REFERENCES["enas_lm"][1])))
+
+
+def references_by_kind(paths):
+    """{kind: absolute path} of the `--against_reference` paths; UserError
+    for a path that is no reference or two of one kind."""
+    out = {}
+    for path in paths:
+        kind = reference_kind(path)
+        if kind in out:
+            raise UserError("--against_reference is given twice for {} ({} "
+                            "and {}): give one of each kind".format(
+                                REFERENCES[kind][0], out[kind], path))
+        out[kind] = os.path.abspath(path)
+    return out
+
+
+def interleaving(rounds, with_reference):
+    """The order of the timed runs of one configuration: (round, side)
+    pairs, round 1 ours then the reference's, round 2 the same, ...; one
+    round of ours alone without a reference."""
+    if not with_reference:
+        return [(1, "ours")]
+    return [(r, side) for r in range(1, rounds + 1)
+            for side in ("ours", "reference")]
+
+
+def configuration_flags(name, options):
+    """The flags of configuration `name`'s run, its flagfile expanded: the
+    flagfile's, the configuration's overrides, the options'."""
+    bench = CONFIGS[name]
+    return flagfile.expand(["--flagfile=" + bench.path, *bench.overrides,
+                            *options.flag_overrides()])
+
+
+def reference_data_sizes(name, options):
+    """The synthetic data sizes of configuration `name` (train, valid,
+    test: images or words), as our side draws them."""
+    bench = CONFIGS[name]
+    if bench.entry == "cifar10":
+        _, cfg = run_config(name, options)
+        return tuple(cifar_sizes(cfg).values())
+    return PTB_WORDS
+
+
+def reference_command(name, options, json_path, sizes):
+    """The driver's command line for configuration `name` (run in the
+    reference's folder): its options, then `--` and the configuration's
+    flags (the driver keeps those the reference defines)."""
+    bench = CONFIGS[name]
+    return [sys.executable, REFERENCE_DRIVER, "--entry=" + bench.entry,
+            "--timed=" + bench.timed,
+            "--warmup={}".format(options.warmup),
+            "--steps={}".format(options.steps),
+            "--data_sizes=" + ",".join(str(n) for n in sizes),
+            "--vocab_size={}".format(PTB_VOCAB),
+            "--json=" + json_path, "--", *configuration_flags(name, options)]
+
+
+def reference_env(name, path):
+    """The driver's environment: the reference's folder as the only
+    PYTHONPATH, and the configuration's switches."""
+    env = dict(os.environ, PYTHONPATH=path)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.update(CONFIGS[name].reference_env)
+    return env
+
+
+def _failure(out):
+    return out.stderr[-2000:]
+
+
+def run_ours(name, options):
+    """(result, None) of configuration `name` timed by `src.bench` in a
+    process of its own, or (None, the end of its error output)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "src.bench", "--config=" + name,
+         "--warmup={}".format(options.warmup),
+         "--steps={}".format(options.steps),
+         *options.flag_overrides(), "--json=/dev/stdout"],
+        capture_output=True, text=True)
+    lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+    if out.returncode or not lines:
+        return None, _failure(out)
+    return json.loads(lines[-1]), None
+
+
+def run_reference(name, options, path, sizes):
+    """(result, None) of the reference at `path` timing its own step for
+    configuration `name` (`bench_reference.py` in a process of its own),
+    or (None, the end of its error output)."""
+    import tempfile
+    fd, json_path = tempfile.mkstemp(prefix="bench_reference_",
+                                     suffix=".json")
+    os.close(fd)
+    try:
+        out = subprocess.run(
+            reference_command(name, options, json_path, sizes), cwd=path,
+            env=reference_env(name, path), capture_output=True, text=True)
+        with open(json_path) as f:
+            text = f.read().strip()
+    finally:
+        os.remove(json_path)
+    if out.returncode or not text:
+        return None, _failure(out)
+    return json.loads(text), None
+
+
+def best(results):
+    """The result with the lowest median of `results` (None skipped), or
+    None."""
+    results = [r for r in results if r]
+    return min(results, key=lambda r: r["step_s_median"]) if results else None
+
+
+def _stderr(line):
+    print(line, file=sys.stderr, flush=True)
+
+
+def compare(names, options, references, rounds, log=print,
+            progress=_stderr):
+    """Times each configuration of `names` against its reference (kind ->
+    path in `references`) in `interleaving` order, each run in a fresh
+    process; `log` reports failures, `progress` each run. Returns one entry
+    a configuration: the best round of each side (lowest median), their
+    ratio and every round's results."""
+    entries = []
+    for name in names:
+        kind = CONFIGS[name].reference
+        path = references.get(kind) if kind else None
+        sizes = reference_data_sizes(name, options) if path else None
+        runs = []
+        for round_no, side in interleaving(rounds, path is not None):
+            if side == "ours":
+                runs.append({"round": round_no, "ours": None,
+                             "reference": None})
+                result, error = run_ours(name, options)
+            else:
+                result, error = run_reference(name, options, path, sizes)
+            runs[-1][side] = result
+            progress("{} round {} {}: {}".format(
+                name, round_no, side, "failed" if result is None else
+                "{:.4f} s/step".format(result["step_s_median"])))
+            if error is not None:
+                runs[-1][side + "_error"] = error
+                log("{}: {} failed in round {}\n{}".format(
+                    name, "ours" if side == "ours" else "the reference",
+                    round_no, error))
+        ours = best(r["ours"] for r in runs)
+        ref = best(r["reference"] for r in runs)
+        entries.append({
+            "config": name,
+            "reference_kind": kind if path else None,
+            "reference_path": path,
+            "reference_env": dict(CONFIGS[name].reference_env) if path
+            else {},
+            "ours": ours, "reference": ref,
+            "ratio_ours_to_reference": (
+                ours["step_s_median"] / ref["step_s_median"]
+                if ours and ref else None),
+            "rounds": runs})
+    return entries
+
+
 # ------------------------------------------------------------------ table
 
 def _yes_no(value):
@@ -435,16 +668,27 @@ def _yes_no(value):
     return "yes" if value else "no"
 
 
-def format_row(r):
+def format_row(r, reference=None, against=False):
+    """The table row of our result `r`; `against`: then the reference
+    columns, from its result `reference` ("-" without one)."""
     ratio = r.get("ratio_to_reference")
     gating = r.get("gating_ratio")
-    return ("{:<22s} {:>9.4f} {:>9.4f} {:>9.4f} {:>8.1f} {:>9.0f} {:>7s} "
-            "{:>7s} {:>4s} {:>6s}").format(
+    row = ("{:<22s} {:>9.4f} {:>9.4f} {:>9.4f} {:>8.1f} {:>9.0f} {:>7s} "
+           "{:>7s} {:>4s} {:>6s}").format(
         r["config"], r["step_s_median"], r["step_s_min"], r["step_s_max"],
         r["build_s"], r["peak_rss_mb"],
         "{:.2f}".format(ratio) if ratio else "-",
         "{:.2f}".format(gating) if gating else "-",
         _yes_no(r.get("jit_compile")), _yes_no(r.get("mixed_precision")))
+    if not against:
+        return row
+    if reference is None:
+        return row + REFERENCE_COLUMNS.format("-", "-", "-", "-")
+    return row + REFERENCE_COLUMNS.format(
+        "{:.4f}".format(reference["step_s_median"]),
+        "{:.2f}".format(r["step_s_median"] / reference["step_s_median"]),
+        "{:.1f}".format(reference["build_s"]),
+        "{:.0f}".format(reference["peak_rss_mb"]))
 
 
 HEADER = ("{:<22s} {:>9s} {:>9s} {:>9s} {:>8s} {:>9s} {:>7s} {:>7s} {:>4s} "
@@ -452,11 +696,45 @@ HEADER = ("{:<22s} {:>9s} {:>9s} {:>9s} {:>8s} {:>9s} {:>7s} {:>7s} {:>4s} "
     "config", "median_s", "min_s", "max_s", "build_s", "peak_MB", "vs_ref",
     "gating", "xla", "mixed")
 
+# The reference's columns of `--against_reference`: its best median, ours
+# over it, its build time and peak memory.
+REFERENCE_COLUMNS = " {:>12s} {:>8s} {:>11s} {:>11s}"
+AGAINST_HEADER = HEADER + REFERENCE_COLUMNS.format(
+    "ref_median_s", "ours/ref", "ref_build_s", "ref_peak_MB")
 
-def header(jit_compile, mixed_precision):
-    """The table's header: the options, then the column names."""
-    return "# --jit_compile={} --{}mixed_precision\n{}".format(
-        jit_compile, "" if mixed_precision else "no", HEADER)
+
+def header(jit_compile, mixed_precision, references=None, rounds=None):
+    """The table's header: the options (and with `references`, kind ->
+    path, what is compared), then the column names."""
+    text = "# --jit_compile={} --{}mixed_precision".format(
+        jit_compile, "" if mixed_precision else "no")
+    if references is None:
+        return text + "\n" + HEADER
+    for kind, path in sorted(references.items()):
+        text += "\n# against {} at {}".format(REFERENCES[kind][0], path)
+    return text + (
+        "\n# --rounds={}: ours then the reference's own step, each in a "
+        "fresh process; each side's\n# best round (lowest median) is "
+        "shown, ours in the first columns\n{}".format(rounds,
+                                                      AGAINST_HEADER))
+
+
+def against_table(entries, options, references, rounds):
+    """The `--against_reference` table of `compare`'s entries, with a note
+    for each reference run under a switch."""
+    lines = [header(options.jit_compile, options.mixed_precision, references,
+                    rounds)]
+    notes = []
+    for e in entries:
+        if e["ours"] is None:
+            lines.append("{:<22s} failed".format(e["config"]))
+            continue
+        lines.append(format_row(e["ours"], e["reference"], against=True))
+        if e["reference_env"]:
+            notes.append("# {}: the reference ran with {}".format(
+                e["config"], " ".join("{}={}".format(k, v) for k, v in
+                                      sorted(e["reference_env"].items()))))
+    return "\n".join(lines + notes)
 
 
 # ------------------------------------------------------------------- main
@@ -481,6 +759,13 @@ def define_flags(flag_values):
     define("boolean", "mixed_precision", False,
            "Build the children under the mixed_float16 policy with "
            "loss-scaled trainers, as the entry points' flag.")
+    define("multi_string", "against_reference", None,
+           "A runnable copy of a reference (melodyguan/enas, or "
+           "google-research enas_lm): time its own step for each "
+           "configuration beside ours. Once per kind.")
+    define("integer", "rounds", 2, "With --against_reference: rounds of "
+           "ours then the reference's; the best (lowest) median counts.",
+           lower_bound=1)
 
 
 def main(fv, argv):
@@ -489,20 +774,26 @@ def main(fv, argv):
                         .format(" ".join(argv[1:])))
     options = BenchOptions(fv.jit_compile, fv.mixed_precision, fv.warmup,
                            fv.steps)
-    if fv.config == "all":
+    if fv.config != "all":
+        check_config(fv.config)
+    if fv.against_reference:
+        references = references_by_kind(fv.against_reference)
+        names = list(CONFIGS) if fv.config == "all" else [fv.config]
+        payload = compare(names, options, references, fv.rounds)
+        if fv.json != "/dev/stdout":
+            print(against_table(payload, options, references, fv.rounds))
+        if fv.config != "all":
+            payload = payload[0]
+    elif fv["rounds"].present:
+        raise UserError("--rounds is for --against_reference only")
+    elif fv.config == "all":
         results = []
         for name in CONFIGS:
-            out = subprocess.run(
-                [sys.executable, "-m", "src.bench", "--config=" + name,
-                 "--warmup={}".format(options.warmup),
-                 "--steps={}".format(options.steps),
-                 *options.flag_overrides(), "--json=/dev/stdout"],
-                capture_output=True, text=True)
-            lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
-            if out.returncode or not lines:
-                print("{}: failed\n{}".format(name, out.stderr[-2000:]))
+            result, error = run_ours(name, options)
+            if result is None:
+                print("{}: failed\n{}".format(name, error))
                 continue
-            results.append(json.loads(lines[-1]))
+            results.append(result)
         print(header(options.jit_compile, options.mixed_precision))
         for r in results:
             print(format_row(r))
