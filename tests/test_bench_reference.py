@@ -98,9 +98,10 @@ def test_every_cpu_row_but_the_test_pass_has_a_reference():
                     else "enas_lm" if name.startswith("enas_lm")
                     else "enas")
         assert b.reference == expected, name
-    # Only macro search runs the reference with its closure bug fixed.
+    # The macro search child and the macro controller's reward pass run
+    # the reference with its closure bug fixed; nothing else does.
     assert {n for n, b in bench.CONFIGS.items() if b.reference_env} == {
-        "macro_search_cpu"}
+        "macro_search_cpu", "macro_controller_cpu"}
 
 
 # ------------------------------------------------------------- the driver
@@ -163,7 +164,7 @@ def test_the_driver_is_given_the_configuration_and_its_switches():
     env = bench.reference_env("macro_search_cpu", "/ref")
     assert env["PYTHONPATH"] == "/ref" and env["ENAS_REF_FIX_CLOSURE"] == "1"
     assert "ENAS_REF_FIX_CLOSURE" not in bench.reference_env(
-        "macro_controller_cpu", "/ref")
+        "micro_controller_cpu", "/ref")
     assert bench.reference_data_sizes("ptb_fixed_cpu", options) == \
         bench.PTB_WORDS
 
