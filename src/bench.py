@@ -410,16 +410,18 @@ def check_config(name):
             name, ", ".join(sorted(CONFIGS))))
 
 
-def time_config(name, options=BenchOptions()):
+def time_config(name, options=BenchOptions(), profile_dir=None):
     """Builds and times configuration `name` with `options` under the
-    run's dtype policy (restored afterwards); returns the result dict."""
+    run's dtype policy (restored afterwards); returns the result dict.
+    profile_dir: then the timed steps run once more under the profiler,
+    trace written there, and "profile" holds `bench_profile.summarise`."""
     from src import precision
     check_config(name)
     with precision.mixed_precision_scope(options.mixed_precision):
-        return _time_case(name, options)
+        return _time_case(name, options, profile_dir)
 
 
-def _time_case(name, options):
+def _time_case(name, options, profile_dir=None):
     t0 = time.perf_counter()
     case = build_case(name, options)
     warmup, steps = options.warmup, options.steps
@@ -451,6 +453,12 @@ def _time_case(name, options):
     if case.extra is not None:
         result.update(case.extra())
         result["peak_rss_mb"] = peak_rss_mb()
+    if profile_dir is not None:
+        from src import bench_profile
+        wall = bench_profile.profile_steps(case.step, steps, profile_dir)
+        result["profile"] = bench_profile.summarise(
+            bench_profile.op_stats(bench_profile.newest_xspace(profile_dir)),
+            wall, steps)
     return result
 
 
@@ -745,6 +753,10 @@ def define_flags(flag_values):
            "A runnable copy of a reference (melodyguan/enas, or "
            "google-research enas_lm): time its own step for each "
            "configuration beside ours. Once per kind.")
+    define("string", "profile", None, "With one --config: run the timed "
+           "steps once more under the TensorFlow profiler, write the trace "
+           "to this folder and print where the step's time goes "
+           "(src.bench_profile).")
     define("integer", "rounds", 2, "With --against_reference: rounds of "
            "ours then the reference's; the best (lowest) median counts.",
            lower_bound=1)
@@ -758,6 +770,9 @@ def main(fv, argv):
                            fv.steps)
     if fv.config != "all":
         check_config(fv.config)
+    if fv.profile and (fv.config == "all" or fv.against_reference):
+        raise UserError("--profile times one configuration of ours: give "
+                        "one --config and no --against_reference")
     if fv.against_reference:
         references = references_by_kind(fv.against_reference)
         names = list(CONFIGS) if fv.config == "all" else [fv.config]
@@ -781,10 +796,14 @@ def main(fv, argv):
             print(format_row(r))
         payload = results
     else:
-        payload = time_config(fv.config, options)
+        payload = time_config(fv.config, options, fv.profile)
         if fv.json != "/dev/stdout":
             print(header(options.jit_compile, options.mixed_precision))
             print(format_row(payload))
+            if fv.profile:
+                from src import bench_profile
+                print(bench_profile.format_summary(fv.config,
+                                                   payload["profile"]))
     if fv.json:
         text = json.dumps(payload)
         if fv.json == "/dev/stdout":
