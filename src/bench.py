@@ -101,20 +101,20 @@ class Bench:
 # aggregation (Adam every --controller_num_aggregate runs).
 ONE_UPDATE = ("--nocontroller_sync_replicas",)
 
+# The reference's closure bug fixed (ENAS_REF_FIX_CLOSURE=1): every branch is
+# computed and the sampled one returned; as published only max pool ran, in
+# the macro child's step and in its controller's reward pass.
+FIX_CLOSURE = (("ENAS_REF_FIX_CLOSURE", "1"),)
+
 # The table of configurations. No size overrides: each flagfile's sizes are
 # the configuration's (the *_cpu flagfiles were sized as these rows).
 CONFIGS = {
     "macro_fixed_cpu": Bench("cifar10_macro_final_cpu", reference="enas"),
-    # The reference with its closure bug fixed: every branch is computed
-    # and the sampled one returned (as published, only max pool ran).
     "macro_search_cpu": Bench("cifar10_macro_search_cpu", reference="enas",
-                              reference_env=(("ENAS_REF_FIX_CLOSURE", "1"),)),
-    # Also its reward pass: as published it ran max pool in every layer,
-    # whatever the sampled arc (BUILD.md, Benchmarks).
+                              reference_env=FIX_CLOSURE),
     "macro_controller_cpu": Bench("cifar10_macro_search_cpu", "controller",
                                   ONE_UPDATE, reference="enas",
-                                  reference_env=(("ENAS_REF_FIX_CLOSURE",
-                                                  "1"),)),
+                                  reference_env=FIX_CLOSURE),
     "micro_search_cpu": Bench("cifar10_micro_search_cpu", reference="enas"),
     "micro_fixed_cpu": Bench("cifar10_micro_final_cpu", reference="enas"),
     "micro_controller_cpu": Bench("cifar10_micro_search_cpu", "controller",
