@@ -15,6 +15,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -47,12 +48,19 @@ def tf_config(ports, index):
 
 def start_workers(args, ports):
     """Two processes of multi_worker_check `args`: workers 0 (the chief)
-    and 1 of a cluster on `ports`."""
+    and 1 of a cluster on `ports`. Their output goes to temporary files,
+    not pipes: while `finish` waits for the chief, a full unread pipe would
+    block worker 1's logging threads (and with them its heartbeats)."""
     command = [sys.executable, "-m", "tests.multi_worker_check", *args]
-    return [subprocess.Popen(
-        command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=dict(main_env(), TF_CONFIG=tf_config(ports, i)))
-        for i in range(2)]
+    procs = []
+    for i in range(2):
+        out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        p = subprocess.Popen(
+            command, cwd=REPO_ROOT, stdout=out, stderr=err, text=True,
+            env=dict(main_env(), TF_CONFIG=tf_config(ports, i)))
+        p.output_files = (out, err)
+        procs.append(p)
+    return procs
 
 
 def run_check(args):
@@ -69,12 +77,16 @@ def finish(procs, timeout):
     deadline = time.time() + timeout
     for p in procs:
         try:
-            stdout, stderr = p.communicate(
-                timeout=max(1.0, deadline - time.time()))
+            p.wait(timeout=max(1.0, deadline - time.time()))
         except subprocess.TimeoutExpired:
             p.kill()
-            stdout, stderr = p.communicate()
-        out.append((p.returncode, stdout, stderr))
+            p.wait()
+        texts = []
+        for f in p.output_files:
+            f.seek(0)
+            texts.append(f.read())
+            f.close()
+        out.append((p.returncode, *texts))
     return out
 
 
@@ -108,7 +120,8 @@ def runs(tmp_path_factory):
     single = run_check([folder, "single", *check.CASES])
     (chief_rc, chief, chief_err), (other_rc, other, other_err) = \
         finish(workers, timeout=900)
-    assert chief_rc == 0, chief_err[-4000:]
+    assert chief_rc == 0, (chief_err[-4000:] + "\nworker 1:\n"
+                           + other_err[-4000:])
     assert other_rc == 0, other_err[-4000:]
     resumed = run_check([folder, "resume", *check.CASES])
     return {"folder": folder, "chief": chief, "other": other,
