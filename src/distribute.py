@@ -226,9 +226,34 @@ def make_strategy(name):
         # aborted it). A lost worker is found without one: its peers' ops
         # fail when its connection drops, and the coordination service
         # stops a cluster whose task misses its heartbeats.
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _process_multi_worker_strategy()
     raise UserError("--distribution_strategy={!r} is unknown: use one of "
                     "{}".format(name, ", ".join(STRATEGIES)))
+
+
+# The MultiWorkerMirroredStrategy of this process, by the TF_CONFIG it was
+# made for.
+_MULTI_WORKER = {}
+
+
+def _process_multi_worker_strategy():
+    """The one MultiWorkerMirroredStrategy of this process, made on the first
+    call. Runs one after the other in one process (the search study, the
+    tests) share it: a second strategy enables collective ops again, which
+    resets this worker's collective executor while a peer may still be
+    talking to it (a peer's pending receive then fails with "Delete called
+    on non-empty BufRendezvous"), and restarts the collective instance keys,
+    so a worker already in its next run meets its peer's ops of the last
+    one ("expected ... data_type 9 but got ... data_type 1")."""
+    config = os.environ.get("TF_CONFIG", "")
+    if config not in _MULTI_WORKER:
+        if _MULTI_WORKER:
+            raise UserError(
+                "this process already joined the cluster of another "
+                "TF_CONFIG; TensorFlow joins one cluster per process: run "
+                "each cluster's work in a process of its own")
+        _MULTI_WORKER[config] = tf.distribute.MultiWorkerMirroredStrategy()
+    return _MULTI_WORKER[config]
 
 
 def several_replicas():
