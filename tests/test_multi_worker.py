@@ -241,3 +241,14 @@ def test_the_lost_worker_is_named_from_the_coordination_service_message():
     assert isinstance(distribute.lost_worker(
         tf.errors.CancelledError(None, None, ""), "/nonexistent", {}),
         RunStopped)
+
+
+def test_a_process_joins_one_cluster_and_its_runs_share_the_strategy(
+        monkeypatch):
+    joined = object()
+    monkeypatch.setattr(distribute, "_MULTI_WORKER", {"A": joined})
+    monkeypatch.setenv("TF_CONFIG", "A")
+    assert distribute.make_strategy("multi_worker_mirrored") is joined
+    monkeypatch.setenv("TF_CONFIG", "B")
+    with pytest.raises(distribute.UserError, match="one cluster per process"):
+        distribute.make_strategy("multi_worker_mirrored")
