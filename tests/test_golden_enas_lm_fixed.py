@@ -19,7 +19,7 @@ from src.enas_lm.checkpoint import import_enas_lm_checkpoint
 from src.enas_lm.child import EnasLmChildConfig, EnasLmFixedChild
 from src.enas_lm.trainer import EnasLmFixedTrainer, EnasLmTrainConfig
 from src.errors import UserError
-from tests.conftest import SHARED
+from tests.conftest import ENAS_LM_WEIGHTS as WEIGHTS, SHARED
 
 CASE = SHARED / "reference" / "enas_lm" / "goldens" / "lm_fixed"
 
@@ -126,8 +126,8 @@ def test_three_sgd_steps_replay_losses_norms_rates_states_and_weights(case):
     assert int(trainer.global_step.numpy()) == 3
     reader = tf.train.load_checkpoint(str(CASE / "ckpt/model.ckpt-3"))
     for v in child.optimizer_variables():
-        np.testing.assert_allclose(v, reader.get_tensor(v.path), rtol=0,
-                                   atol=1e-6, err_msg=v.path)
+        np.testing.assert_allclose(v, reader.get_tensor(v.path), **WEIGHTS,
+                                   err_msg=v.path)
 
 
 def test_averaging_replays_its_steps_and_evaluates_on_the_averages(case):

@@ -19,6 +19,7 @@ from src.enas_lm.controller import (REWARD_CONSTANT, EnasLmController,
                                     SyncReplicasReinforce)
 from src.enas_lm.trainer import EnasLmSearchTrainer, EnasLmTrainConfig
 from src.reinforce import ReinforceConfig
+from tests.conftest import ENAS_LM_WEIGHTS as WEIGHTS
 from tests.conftest import enas_lm_golden as load
 
 FORWARD = dict(rtol=1e-5, atol=1e-5)
@@ -77,8 +78,8 @@ def test_three_steps_on_three_arcs_replay_the_recorded_ones():
             "train_step_state_after_%d" % k], **FORWARD)
     reader = tf.train.load_checkpoint(str(case / "ckpt/model.ckpt-3"))
     for v in child.optimizer_variables():
-        np.testing.assert_allclose(v, reader.get_tensor(v.path), rtol=0,
-                                   atol=1e-6, err_msg=v.path)
+        np.testing.assert_allclose(v, reader.get_tensor(v.path), **WEIGHTS,
+                                   err_msg=v.path)
 
 
 class ForcedArcs:

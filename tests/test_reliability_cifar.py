@@ -76,7 +76,7 @@ def run_main(args, nice=False):
     if nice:
         command = ["nice", "-n", "10"] + command
     return subprocess.run(command, capture_output=True, text=True,
-                          cwd=REPO_ROOT, env=main_env(), timeout=300)
+                          cwd=REPO_ROOT, env=main_env(), timeout=900)
 
 
 def comparable(log):
