@@ -238,8 +238,8 @@ _MULTI_WORKER = {}
 
 def _process_multi_worker_strategy():
     """The one MultiWorkerMirroredStrategy of this process, made on the first
-    call. Runs one after the other in one process (the search study, the
-    tests) share it: a second strategy enables collective ops again, which
+    call. Runs one after the other in one process (a Python caller's
+    `run_loop.train` calls, the tests') share it: a second strategy enables collective ops again, which
     resets this worker's collective executor while a peer may still be
     talking to it (a peer's pending receive then fails with "Delete called
     on non-empty BufRendezvous"), and restarts the collective instance keys,

@@ -59,8 +59,8 @@ def enas_lm_golden(name):
 # workers in collection order (pytest.ini: --dist loadfile,
 # --no-loadscope-reorder), the next file to whichever worker is nearly
 # done, so starting with the long ones leaves the short ones to even out
-# the end (by default it starts with the files of most tests, which left a
-# long file for last). Files not listed follow in their usual order.
+# the end (by default it starts with the files of most tests, whatever
+# their time). Files not listed follow in their usual order.
 SLOWEST_FILES = (
     "test_multi_worker.py", "test_rerun_resumes.py",
     "test_reliability_cifar.py", "test_distribute.py", "test_reliability.py",
