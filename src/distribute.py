@@ -231,9 +231,9 @@ def make_strategy(name):
                     "{}".format(name, ", ".join(STRATEGIES)))
 
 
-# The MultiWorkerMirroredStrategy of this process, by the TF_CONFIG it was
-# made for.
-_MULTI_WORKER = {}
+# (TF_CONFIG, the MultiWorkerMirroredStrategy made for it) once this process
+# has joined a cluster.
+_JOINED = None
 
 
 def _process_multi_worker_strategy():
@@ -245,15 +245,16 @@ def _process_multi_worker_strategy():
     on non-empty BufRendezvous"), and restarts the collective instance keys,
     so a worker already in its next run meets its peer's ops of the last
     one ("expected ... data_type 9 but got ... data_type 1")."""
+    global _JOINED
     config = os.environ.get("TF_CONFIG", "")
-    if config not in _MULTI_WORKER:
-        if _MULTI_WORKER:
-            raise UserError(
-                "this process already joined the cluster of another "
-                "TF_CONFIG; TensorFlow joins one cluster per process: run "
-                "each cluster's work in a process of its own")
-        _MULTI_WORKER[config] = tf.distribute.MultiWorkerMirroredStrategy()
-    return _MULTI_WORKER[config]
+    if _JOINED is None:
+        _JOINED = (config, tf.distribute.MultiWorkerMirroredStrategy())
+    elif _JOINED[0] != config:
+        raise UserError(
+            "this process already joined the cluster of another TF_CONFIG; "
+            "TensorFlow joins one cluster per process: run each cluster's "
+            "work in a process of its own")
+    return _JOINED[1]
 
 
 def several_replicas():

@@ -141,8 +141,9 @@ def test_two_workers_step_as_one_device_on_the_global_batch(runs, case):
     # little, and two more steps stay within 1e-4 at these sizes; the micro
     # child's layers under its aux head take gradients up to about 1e-3
     # relative apart (as under `mirrored`, BUILD.md), so its later losses
-    # get 3e-3 and its first gradient norm 1e-3 (measured 3.7e-5). A search child's candidate ops normalise each worker's
-    # rows (8 here) alone (BUILD.md), so its steps are close, not equal:
+    # get 3e-3 and its first gradient norm 1e-3 (measured 3.7e-5). A search
+    # child's candidate ops normalise each worker's rows (8 here) alone
+    # (BUILD.md), so its steps are close, not equal:
     # losses within 1e-3, the gradient norm within 1e-2 (measured 2e-4 to
     # 5e-4 and 5e-3).
     first, later, norm = {"micro_fixed": (1e-5, 3e-3, 1e-3),
@@ -246,7 +247,7 @@ def test_the_lost_worker_is_named_from_the_coordination_service_message():
 def test_a_process_joins_one_cluster_and_its_runs_share_the_strategy(
         monkeypatch):
     joined = object()
-    monkeypatch.setattr(distribute, "_MULTI_WORKER", {"A": joined})
+    monkeypatch.setattr(distribute, "_JOINED", ("A", joined))
     monkeypatch.setenv("TF_CONFIG", "A")
     assert distribute.make_strategy("multi_worker_mirrored") is joined
     monkeypatch.setenv("TF_CONFIG", "B")
