@@ -60,6 +60,31 @@ def test_tf1_nesterov_momentum_matches_the_tf1_update_rule_across_lr_changes():
     np.testing.assert_allclose(var.numpy(), w, rtol=1e-6)
 
 
+def test_tf1_momentum_steps_as_tf1s_momentum_optimizer_dense_and_gathered():
+    # The reference's own optimiser, over learning-rate changes, with dense
+    # gradients and gradients of gathered rows (a row read twice, two rows
+    # never read: TF1 moves neither them nor their accumulators).
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(4, 3)).astype(np.float32)
+    ours, theirs = tf.Variable(start), tf.Variable(start)
+    lr_var = tf.Variable(0.1)
+    opt = train_ops.TF1Momentum(lambda: lr_var, momentum=0.9, nesterov=True)
+    reference = tf.compat.v1.train.MomentumOptimizer(
+        lambda: lr_var, 0.9, use_nesterov=True)
+    for lr in (0.1, 0.05, 0.2):
+        lr_var.assign(lr)
+        for g in (tf.constant(rng.normal(size=(4, 3)), tf.float32),
+                  tf.IndexedSlices(tf.constant(rng.normal(size=(3, 3)),
+                                               tf.float32),
+                                   tf.constant([2, 0, 2]), [4, 3])):
+            before = ours.numpy()
+            opt.apply_gradients([(g, ours)])
+            reference.apply_gradients([(g, theirs)])
+            np.testing.assert_allclose(ours.numpy(), theirs.numpy(),
+                                       rtol=1e-6)
+    np.testing.assert_array_equal(ours.numpy()[[1, 3]], before[[1, 3]])
+
+
 def test_adam_is_configured_as_the_reference():
     opt = train_ops.make_optimizer("adam", 1e-3)
     assert opt.beta_1 == 0.0 and opt.epsilon == 1e-3 and opt.beta_2 == 0.999
