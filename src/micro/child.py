@@ -27,8 +27,8 @@ node input holds the weights of the two separable convs for every input it
 may read (rows of stacked matrices, chosen by the input index); the arc is
 an int32 tensor given at call time, so one traced function serves every
 arc. Each
-node input is gathered from the stack of the inputs it may read, and only
-the chosen op runs (`tf.switch_case`); the unread nodes are concatenated and mixed back
+node input is picked with `tf.switch_case` and only the chosen op runs
+(another `tf.switch_case`); the unread nodes are concatenated and mixed back
 to `filters` channels by a 1x1 conv whose weight rows belong to the nodes
 (`final_conv`). At a reduction layer the previous output is first reduced
 by a factorized reduction (stored at `layer_{i}/path1_conv`, ...) and the
@@ -417,10 +417,9 @@ class SearchNodeInput(keras.layers.Layer):
     (stride 1), identity. Every input has `filters` channels, so the
     reference's 1x1 convs after pools and identity are never built.
 
-    With int32 tensors for the index and op, the input is gathered from
-    the stacked inputs and only the chosen op runs (`tf.switch_case`; an op
-    id out of range runs the last branch); with Python ints (a baked arc)
-    they are called directly.
+    With int32 tensors for the index and op, only the chosen input and op
+    run (`tf.switch_case`; an id out of range runs the last branch); with
+    Python ints (a baked arc) they are called directly.
     """
 
     def __init__(self, cell_id, filters, data_format="NHWC", name=None,
@@ -451,17 +450,11 @@ class SearchNodeInput(keras.layers.Layer):
             return pool3x3(x, spec.pooling, 1, self.data_format)
         return x
 
-    def call(self, layers, index, op, stacked=None):
-        """layers: the cell's inputs and earlier nodes; stacked: with a
-        tensor index, those `num_inputs` stacked on a new first axis (the
-        cell's two inputs share one stack)."""
+    def call(self, layers, index, op):
         if isinstance(index, int):
             return self.run_op(op, layers[index], index)
-        # A gather, not a switch_case of identity branches: the same value
-        # and gradient, and far fewer functions to trace and instantiate.
-        if stacked is None:
-            stacked = tf.stack(layers[:self.num_inputs], axis=0)
-        x = tf.gather(stacked, index, axis=0)
+        x = tf.switch_case(index, [(lambda t=t: t)
+                                   for t in layers[:self.num_inputs]])
         x.set_shape(layers[0].shape)
         out = tf.switch_case(
             op, [functools.partial(self.run_op, i, x, index)
@@ -484,10 +477,8 @@ class SearchCell(keras.layers.Layer):
 
     def call(self, layers, node):
         """node: (index_1, op_1, index_2, op_2), ints or int32 scalars."""
-        stacked = (None if isinstance(node[0], int)
-                   else tf.stack(layers[:self.x.num_inputs], axis=0))
-        return (self.x(layers, index=node[0], op=node[1], stacked=stacked)
-                + self.y(layers, index=node[2], op=node[3], stacked=stacked))
+        return (self.x(layers, index=node[0], op=node[1])
+                + self.y(layers, index=node[2], op=node[3]))
 
 
 class SearchFinalConv(keras.layers.Layer):
