@@ -1,10 +1,23 @@
-"""Pieces shared by every model: the reference's weight initialisers and
-the controllers' LSTM cell."""
+"""Pieces shared by every model: the reference's weight initialisers, the
+controllers' LSTM cell, and `traced`, how every step becomes a graph."""
 
 import math
 
 import keras
 import tensorflow as tf
+
+
+def traced(fn, **kwargs):
+    """tf.function(fn, **kwargs) without AutoGraph.
+
+    The traced code writes its control flow as tf.while_loop, tf.cond and
+    tf.switch_case, and its Python loops are meant to unroll at trace time,
+    so AutoGraph's conversion of the Python source changes no graph (the
+    same ops, type by type, with and without it) and only costs time: 0.6-4.6
+    s of every model's first step (enas_lm's fixed child 4.2 -> 2.0 s;
+    BUILD.md, Benchmarks). A tensor used as a Python bool then fails at
+    trace time instead of becoming a tf.cond."""
+    return tf.function(fn, autograph=False, **kwargs)
 
 
 def he_normal_tf1(shape, dtype="float32", seed=None):

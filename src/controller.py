@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from src.common_ops import stacked_lstm_step
+from src.common_ops import stacked_lstm_step, traced
 from src.errors import UserError
 
 
@@ -166,11 +166,11 @@ class ArcController(keras.layers.Layer):
             logits = cfg.tanh_constant * tf.tanh(logits)
         return logits
 
-    def _finish_init(self, autograph=True):
+    def _finish_init(self):
         self.build()
-        self._sample_fn = tf.function(self._sample_graph, autograph=autograph)
-        self._log_prob_fn = tf.function(
-            self._log_prob_graph, autograph=autograph,
+        self._sample_fn = traced(self._sample_graph)
+        self._log_prob_fn = traced(
+            self._log_prob_graph,
             input_signature=[tf.TensorSpec([self.config.arc_length],
                                            tf.int32)])
 

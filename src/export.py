@@ -72,6 +72,7 @@ from absl import logging
 from src import entry_point, flagfile, registry
 from src.checkpoints import has_checkpoint, variables_by_path
 from src.cifar10 import data as cifar_data
+from src.common_ops import traced
 from src.errors import UserError
 from src.reference_checkpoint import resolve_checkpoint
 from src.run_loop import space_of
@@ -232,10 +233,10 @@ def child_signatures(child, mean=None, std=None, batch_statistics=False):
             return {"logits": child.logits(outputs), "state": next_state}
 
         if searching:
-            out["predict_with_arc"] = tf.function(
+            out["predict_with_arc"] = traced(
                 forward, input_signature=[tokens, state, arc_spec])
         else:
-            out["serving_default"] = tf.function(
+            out["serving_default"] = traced(
                 lambda tokens, state: forward(tokens, state),
                 input_signature=[tokens, state])
         return out
@@ -249,15 +250,15 @@ def child_signatures(child, mean=None, std=None, batch_statistics=False):
             return {"logits": child(images, training=False,
                                     arc=arc).logits}
 
-        out["predict_normalized_with_arc"] = tf.function(
+        out["predict_normalized_with_arc"] = traced(
             with_arc, input_signature=[floats, arc_spec])
         return out
 
     def normalized(images):
         return {"logits": child(images, training=False).logits}
 
-    out["predict_normalized"] = tf.function(normalized,
-                                            input_signature=[floats])
+    out["predict_normalized"] = traced(normalized,
+                                       input_signature=[floats])
     if mean is not None and std is not None:
         mean = [float(v) for v in mean]
         std = [float(v) for v in std]
@@ -267,7 +268,7 @@ def child_signatures(child, mean=None, std=None, batch_statistics=False):
                            training=False).logits
             return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
 
-        out["serving_default"] = tf.function(
+        out["serving_default"] = traced(
             serving, input_signature=[
                 tf.TensorSpec([None, 32, 32, 3], tf.uint8, name="images")])
     return out
@@ -285,8 +286,8 @@ def controller_signatures(controller):
         return {k: result[k] for k in CONTROLLER_KEYS[1:] if k in result}
 
     arc = tf.TensorSpec([controller.config.arc_length], tf.int32, name="arc")
-    return {"sample": tf.function(sample, input_signature=[]),
-            "log_prob": tf.function(log_prob, input_signature=[arc])}
+    return {"sample": traced(sample, input_signature=[]),
+            "log_prob": traced(log_prob, input_signature=[arc])}
 
 
 def save_export(export_dir, child=None, controller=None, mean=None, std=None,

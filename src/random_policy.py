@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from src.common_ops import traced
 from src.controller import require
 
 
@@ -107,9 +108,9 @@ class UniformSampler(keras.layers.Layer):
         self._minus = np.array([c.minus if c.minus is not None else i
                                 for i, c in enumerate(cs)], np.int64)
         self.build()
-        self._sample_fn = tf.function(self._sample_graph, autograph=False)
-        self._log_prob_fn = tf.function(
-            self._log_prob_graph, autograph=False,
+        self._sample_fn = traced(self._sample_graph)
+        self._log_prob_fn = traced(
+            self._log_prob_graph,
             input_signature=[tf.TensorSpec([config.arc_length], tf.int32)])
 
     def build(self, input_shape=None):

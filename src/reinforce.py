@@ -17,6 +17,7 @@ import dataclasses
 import tensorflow as tf
 
 from src import schedules
+from src.common_ops import traced
 from src.train_ops import (all_finite, apply_update, l2_loss, make_optimizer,
                            norm_clip_lr)
 
@@ -66,7 +67,7 @@ class Reinforce:
         self._accum = [tf.Variable(tf.zeros_like(v), trainable=False)
                        for v in self.variables]
         self._count = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.run = tf.function(self._run)
+        self.run = traced(self._run)
 
     @property
     def train_step(self):

@@ -21,6 +21,7 @@ import time
 
 import tensorflow as tf
 
+from src.common_ops import traced
 from src import run_log
 from src.random_policy import UniformSampler
 from src.reinforce import Reinforce
@@ -77,7 +78,7 @@ class ControllerPhase:
         self.reinforce = (None if self.random else
                           Reinforce(controller, hooks.reward, cfg.reinforce))
         self._batches = None
-        self._score = tf.function(self._sample_and_score)
+        self._score = traced(self._sample_and_score)
         self.arcs_path = os.path.join(cfg.output_dir, "arcs.jsonl")
         self.best_path = os.path.join(cfg.output_dir, "best_arc.txt")
 

@@ -9,6 +9,7 @@ step of `_build_valid` / `_build_test`.
 import tensorflow as tf
 
 from src import distribute, precision, schedules
+from src.common_ops import traced
 from src.train_ops import (apply_train_step, apply_update, l2_loss,
                            make_optimizer)
 
@@ -89,12 +90,12 @@ class ChildTrainer:
         self._forward(tf.zeros([2, 32, 32, 3]), training=False)
         self.variables = list(child.optimizer_variables(train_aux_head))
         self.optimizer.build(self.variables)
-        self.train_step = tf.function(
+        self.train_step = traced(
             self._train_step if strategy is None
             else self._distributed_train_step,
             input_signature=[IMAGE_SPEC, LABEL_SPEC],
             jit_compile=jit_compile)
-        self.eval_step = tf.function(
+        self.eval_step = traced(
             self._eval_step, input_signature=[IMAGE_SPEC, LABEL_SPEC],
             jit_compile=jit_compile)
 

@@ -94,7 +94,7 @@ class EnasLmController(ArcController):
             ("v", (size, 1), init())])
         self._penalties = [None] + [tf.constant(distance_penalty(k))
                                     for k in range(1, config.num_layers + 1)]
-        self._finish_init(autograph=False)
+        self._finish_init()
 
     def build(self, input_shape=None):
         self.lstm.build()

@@ -31,6 +31,7 @@ import keras
 import tensorflow as tf
 
 from src import schedules
+from src.common_ops import traced
 from src.errors import UserError
 from src.train_ops import apply_update, l2_loss
 
@@ -115,19 +116,19 @@ class EnasLmFixedTrainer:
         batch = child.cfg.batch_size
         window = tf.TensorSpec([batch, None], tf.int32)
         self.jit_compile = bool(jit_compile)
-        self.train_step = tf.function(self._train_step,
-                                      input_signature=[window, window],
-                                      jit_compile=self.jit_compile)
+        self.train_step = traced(self._train_step,
+                                 input_signature=[window, window],
+                                 jit_compile=self.jit_compile)
         tokens = tf.TensorSpec([None, None], tf.int32)
         state = tf.TensorSpec([None, child.cfg.hidden_size], tf.float32)
-        self.eval_window = tf.function(
+        self.eval_window = traced(
             self._eval_window, input_signature=[tokens, tokens, state])
-        self.test_pass = tf.function(
+        self.test_pass = traced(
             self._test_pass, input_signature=[
                 tf.TensorSpec([None], tf.int32),
                 tf.TensorSpec([1, child.cfg.hidden_size], tf.float32)])
-        self.update_average = tf.function(self._update_average,
-                                          input_signature=[])
+        self.update_average = traced(self._update_average,
+                                     input_signature=[])
 
     @property
     def global_step(self):
@@ -286,14 +287,14 @@ class EnasLmSearchTrainer(EnasLmFixedTrainer):
         window = tf.TensorSpec([batch, None], tf.int32)
         arc = tf.TensorSpec([ccfg.arc_length], tf.int32)
         self.jit_compile = bool(jit_compile)
-        self.train_step = tf.function(self._train_step,
-                                      input_signature=[window, window, arc],
-                                      jit_compile=self.jit_compile)
+        self.train_step = traced(self._train_step,
+                                 input_signature=[window, window, arc],
+                                 jit_compile=self.jit_compile)
         tokens = tf.TensorSpec([None, None], tf.int32)
         state = tf.TensorSpec([None, ccfg.hidden_size], tf.float32)
-        self.eval_window = tf.function(
+        self.eval_window = traced(
             self._eval_window, input_signature=[tokens, tokens, state, arc])
-        self.reward_nll = tf.function(
+        self.reward_nll = traced(
             self._reward_nll, input_signature=[tokens, tokens, arc])
 
     def checkpoint_objects(self):

@@ -131,8 +131,7 @@ class MicroController(ArcController):
                                   ("v", (size, 1), None)],
             seeds=seeds)
         self._normal_op_bias = tf.constant(micro_normal_op_bias(ops))
-        # Plain Python control flow: no autograph needed.
-        self._finish_init(autograph=False)
+        self._finish_init()
 
     def _check_values(self, values):
         cfg = self.config

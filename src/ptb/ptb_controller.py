@@ -116,8 +116,7 @@ class PtbController(ArcController):
             seeds=seeds)
         self._penalties = [None] + [tf.constant(distance_penalty(i))
                                     for i in range(1, cfg.rhn_depth)]
-        # Plain Python control flow: no autograph needed.
-        self._finish_init(autograph=False)
+        self._finish_init()
 
     def build(self, input_shape=None):
         # The base's build, with g_emb taken from the `embedding` scope.

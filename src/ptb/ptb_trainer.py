@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from src import distribute, precision, schedules
 from src.baked_arc import BakedArc
+from src.common_ops import traced
 from src.ptb import data as ptb_data
 from src.train_ops import TrainConfig, apply_update, l2_loss, make_optimizer
 
@@ -161,25 +162,25 @@ class PtbTrainer:
             # sync-on-read moving statistics (other devices).
             reward_jit_compile = False
         self.reward_jit_compile = bool(reward_jit_compile)
-        self.train_step = tf.function(self._train_step,
-                                      input_signature=window,
-                                      jit_compile=jit_compile)
+        self.train_step = traced(self._train_step,
+                                 input_signature=window,
+                                 jit_compile=jit_compile)
         tokens = tf.TensorSpec([None, None], tf.int32)
         state = tf.TensorSpec([ccfg.num_layers, None, ccfg.hidden_size],
                               tf.float32)
         arc = tf.TensorSpec([ccfg.arc_length], tf.int32)
         if child.searching:
-            self.eval_window = tf.function(
+            self.eval_window = traced(
                 self._eval_window, input_signature=[tokens, tokens, state,
                                                     arc])
-            self._reward_fn = tf.function(
+            self._reward_fn = traced(
                 self._reward, input_signature=[tokens, tokens, arc],
                 jit_compile=self.reward_jit_compile)
         else:
-            self.eval_window = tf.function(
+            self.eval_window = traced(
                 lambda x, y, s: self._eval_window(x, y, s, None),
                 input_signature=[tokens, tokens, state])
-            self._reward_fn = tf.function(
+            self._reward_fn = traced(
                 lambda x, y: self._reward(x, y, None),
                 input_signature=[tokens, tokens],
                 jit_compile=self.reward_jit_compile)
