@@ -38,6 +38,7 @@ import keras
 import tensorflow as tf
 
 from src.controller import WeightScope, seed_stream
+from src.determinism import loop_parallel_iterations
 from src.enas_lm.arcs import ENAS_LM_FUNCS, EnasLmArc
 from src.errors import UserError
 
@@ -243,7 +244,8 @@ class _TiedLanguageModel(keras.layers.Layer):
         _, next_state, outputs = tf.while_loop(
             lambda t, *_: t < steps, body,
             (tf.constant(0), tf.convert_to_tensor(state, tf.float32),
-             outputs), maximum_iterations=steps)
+             outputs), maximum_iterations=steps,
+            parallel_iterations=loop_parallel_iterations())
         return tf.transpose(outputs.stack(), [1, 0, 2]), next_state
 
 

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from src import schedules
 from src.common_ops import traced
+from src.determinism import loop_parallel_iterations
 from src.errors import UserError
 from src.train_ops import apply_update, l2_loss
 
@@ -242,7 +243,8 @@ class EnasLmFixedTrainer:
         out = tf.TensorArray(tf.float32, size=chunks, infer_shape=False,
                              element_shape=[None])
         _, state, out = tf.while_loop(
-            lambda i, *_: i < chunks, body, (tf.constant(0), state, out))
+            lambda i, *_: i < chunks, body, (tf.constant(0), state, out),
+            parallel_iterations=loop_parallel_iterations())
         return out.concat(), state
 
     def evaluate_windows(self, windows, state):
