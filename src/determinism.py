@@ -20,7 +20,7 @@ def loop_parallel_iterations():
     """`parallel_iterations` for a recurrent tf.while_loop: TensorFlow's
     default 10, or 1 under op determinism (`--deterministic`). With
     iterations overlapping, the enas_lm fixed child's loop gave its outputs
-    in two or three variants a few ulps apart over 40-60 calls on the same
+    in two or three variants a few ulps apart over 40-120 calls on the same
     inputs, so its --deterministic runs parted; one iteration at a time
     they repeat to the bit, but the enas_lm search step is 10% slower and
     the fixed one 1-5% (BUILD.md, Reliability).

@@ -1,6 +1,7 @@
 """The enas_lm children: the search child on an arc computes what the fixed
 child of that arc computes with the selected weights, in both output modes;
-dropout masks; one trace for every arc."""
+dropout masks; one trace for every arc; under op determinism the fixed
+child's training pass repeats to the bit."""
 
 import keras
 import numpy as np
@@ -80,10 +81,11 @@ def test_training_dropout_changes_the_outputs_and_evaluation_does_not():
 
 
 def test_the_fixed_child_s_training_gradients_repeat_exactly_call_after_call():
-    # With the step loop's iterations overlapping (tf.while_loop's default)
-    # this pass came out in up to three variants a few ulps apart over 40
-    # calls, so --deterministic runs parted; one iteration at a time it
-    # repeats to the bit.
+    # The suite runs under op determinism (conftest.py), as --deterministic
+    # does. With the step loop's iterations overlapping (tf.while_loop's
+    # default) this pass came out in up to three variants a few ulps apart
+    # over 40 calls, so such runs parted; one iteration at a time
+    # (determinism.loop_parallel_iterations) it repeats to the bit.
     arc = EnasLmArc.parse("0 2 1 0 2 1 2 2 4 0 5 0 3 2 6 2", 8)
     child = EnasLmFixedChild(EnasLmChildConfig(
         fixed_arc=arc, vocab_size=2000, hidden_size=16, batch_size=20,
