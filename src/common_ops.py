@@ -88,3 +88,52 @@ def stacked_lstm_step(x, prev_c, prev_h, weights):
         next_h.append(h)
         layer_input = h
     return next_c, next_h
+
+
+
+def tied_softmax_nll(outputs, w_emb, labels):
+    """-log softmax(outputs @ w_emb^T)[label] per token: what
+    `tf.nn.sparse_softmax_cross_entropy_with_logits` gives over the tied
+    embedding's logits, with its gradients, as plain ops.
+
+    outputs [..., H], w_emb [V, H], labels [...] int32 (all float32) ->
+    [...]. The loss is the fused kernel's, log(sum exp(l - max)) - (l[label]
+    - max), in its order; the gradients are the kernel's (softmax - one-hot)
+    times the upstream gradient, pushed through the logits' product, with
+    the one-hot part taken as rows of w_emb and of outputs instead of a
+    dense [N, V] one-hot: they differ from the kernel's path by float
+    rounding. Why not the kernel: its loss and gradient over [1100, 10000]
+    logits took 0.053-0.060 s against 0.023-0.029 s for these ops, the
+    logits' products included (2 cores; BUILD.md, Benchmarks). A label
+    outside [0, V) fails in the gather, as in the kernel.
+    """
+    h = tf.shape(outputs)[-1]
+    nll = _tied_softmax_nll_rows(tf.reshape(outputs, [-1, h]), w_emb,
+                                 tf.reshape(labels, [-1]))
+    return tf.reshape(nll, tf.shape(labels))
+
+
+@tf.custom_gradient
+def _tied_softmax_nll_rows(outputs, w_emb, labels):
+    """tied_softmax_nll of outputs [N, H], labels [N]; the gradient written
+    out so the backward pass reuses the forward's exponentials."""
+    logits = tf.matmul(outputs, w_emb, transpose_b=True)
+    shift = tf.reduce_max(logits, axis=1, keepdims=True)
+    picked = tf.gather(logits, labels, batch_dims=1) - shift[:, 0]
+    # The label's logit first, so the exponentials can reuse the logits'
+    # buffer.
+    with tf.control_dependencies([picked]):
+        exp = tf.exp(logits - shift)
+    total = tf.reduce_sum(exp, axis=1)
+
+    def grad(upstream):
+        softmax = exp * (upstream / total)[:, None]
+        scaled = upstream[:, None]
+        d_outputs = (tf.matmul(softmax, w_emb)
+                     - scaled * tf.gather(w_emb, labels))
+        d_w_emb = tf.tensor_scatter_nd_sub(
+            tf.matmul(softmax, outputs, transpose_a=True), labels[:, None],
+            scaled * outputs)
+        return d_outputs, d_w_emb, None
+
+    return tf.math.log(total) - picked, grad

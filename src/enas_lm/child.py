@@ -37,6 +37,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from src.common_ops import tied_softmax_nll
 from src.controller import WeightScope, seed_stream
 from src.determinism import loop_parallel_iterations
 from src.enas_lm.arcs import ENAS_LM_FUNCS, EnasLmArc
@@ -192,9 +193,7 @@ class _TiedLanguageModel(keras.layers.Layer):
             top = _times(outputs, drop_mask(
                 [tf.shape(x)[0], 1, self.cfg.hidden_size], self.cfg.drop_o,
                 self.dropout_seed))
-        logits = self.logits(top)
-        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y,
-                                                             logits=logits)
+        nll = tied_softmax_nll(top, self.w_emb, y)
         return nll, outputs, next_state, weights
 
     def call(self, tokens, state, arc=None, training=False):

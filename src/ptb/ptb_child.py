@@ -74,6 +74,7 @@ import tensorflow as tf
 from src import distribute
 from src.baked_arc import BakedArc
 from src.child_base import Child
+from src.common_ops import tied_softmax_nll
 from src.controller import WeightScope, seed_stream
 from src.errors import UserError
 from src.moving_average import ZeroDebiased, one_minus
@@ -677,8 +678,8 @@ class PtbChild(Child):
         """(nll [N, T] of each label, outputs, next_state)."""
         outputs, next_state = self(tokens, state, arc=arc, training=training)
         labels = tf.cast(labels, tf.int32)
-        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=labels, logits=self.logits(outputs))
+        nll = tied_softmax_nll(tf.cast(outputs, tf.float32),
+                               tf.cast(self.w_emb, tf.float32), labels)
         return nll, outputs, next_state
 
     def optimizer_variables(self):
