@@ -1,5 +1,6 @@
 """Pieces shared by every model: the reference's weight initialisers, the
-controllers' LSTM cell, and `traced`, how every step becomes a graph."""
+controllers' LSTM cell, the language models' tied-softmax NLL, and
+`traced`, how every step becomes a graph."""
 
 import math
 
@@ -90,7 +91,6 @@ def stacked_lstm_step(x, prev_c, prev_h, weights):
     return next_c, next_h
 
 
-
 def tied_softmax_nll(outputs, w_emb, labels):
     """-log softmax(outputs @ w_emb^T)[label] per token: what
     `tf.nn.sparse_softmax_cross_entropy_with_logits` gives over the tied
@@ -102,10 +102,10 @@ def tied_softmax_nll(outputs, w_emb, labels):
     times the upstream gradient, pushed through the logits' product, with
     the one-hot part taken as rows of w_emb and of outputs instead of a
     dense [N, V] one-hot: they differ from the kernel's path by float
-    rounding. Why not the kernel: its loss and gradient over [1100, 10000]
-    logits took 0.053-0.060 s against 0.023-0.029 s for these ops, the
-    logits' products included (2 cores; BUILD.md, Benchmarks). A label
-    outside [0, V) fails in the gather, as in the kernel.
+    rounding. Why not the kernel: the loss and gradients over [1100, 10000]
+    logits, the logits' products included, took 0.043-0.060 s with it
+    against 0.023-0.029 s with these ops (2 cores; BUILD.md, Benchmarks). A
+    label outside [0, V) fails in the gather, as in the kernel.
     """
     h = tf.shape(outputs)[-1]
     nll = _tied_softmax_nll_rows(tf.reshape(outputs, [-1, h]), w_emb,
@@ -121,18 +121,21 @@ def _tied_softmax_nll_rows(outputs, w_emb, labels):
     shift = tf.reduce_max(logits, axis=1, keepdims=True)
     picked = tf.gather(logits, labels, batch_dims=1) - shift[:, 0]
     # The label's logit first, so the exponentials can reuse the logits'
-    # buffer.
+    # buffer (without this ordering the enas_lm controller row peaked 28 MB
+    # higher).
     with tf.control_dependencies([picked]):
         exp = tf.exp(logits - shift)
     total = tf.reduce_sum(exp, axis=1)
 
     def grad(upstream):
-        softmax = exp * (upstream / total)[:, None]
+        # d logits = upstream * (softmax - one-hot), the one-hot part
+        # applied to the products' other factor row by row.
+        weighted = exp * (upstream / total)[:, None]
         scaled = upstream[:, None]
-        d_outputs = (tf.matmul(softmax, w_emb)
+        d_outputs = (tf.matmul(weighted, w_emb)
                      - scaled * tf.gather(w_emb, labels))
         d_w_emb = tf.tensor_scatter_nd_sub(
-            tf.matmul(softmax, outputs, transpose_a=True), labels[:, None],
+            tf.matmul(weighted, outputs, transpose_a=True), labels[:, None],
             scaled * outputs)
         return d_outputs, d_w_emb, None
 
