@@ -97,15 +97,18 @@ def tied_softmax_nll(outputs, w_emb, labels):
     embedding's logits, with its gradients, as plain ops.
 
     outputs [..., H], w_emb [V, H], labels [...] int32 (all float32) ->
-    [...]. The loss is the fused kernel's, log(sum exp(l - max)) - (l[label]
-    - max), in its order; the gradients are the kernel's (softmax - one-hot)
-    times the upstream gradient, pushed through the logits' product, with
-    the one-hot part taken as rows of w_emb and of outputs instead of a
-    dense [N, V] one-hot: they differ from the kernel's path by float
-    rounding. Why not the kernel: the loss and gradients over [1100, 10000]
-    logits, the logits' products included, took 0.043-0.060 s with it
-    against 0.023-0.029 s with these ops (2 cores; BUILD.md, Benchmarks). A
-    label outside [0, V) fails in the gather, as in the kernel.
+    [...]. The loss is -log of the label's softmax probability, or, when
+    some label's probability is below 1e-30, the fused kernel's own
+    log(sum exp(l - max)) - (l[label] - max) in its order; the gradients
+    are the kernel's (softmax - one-hot) times the upstream gradient,
+    pushed through the logits' product, with the one-hot part taken as
+    rows of w_emb and of outputs instead of a dense [N, V] one-hot. Both
+    differ from the kernel's by float rounding (about 1e-7 relative on the
+    mean loss). Why not the kernel: the loss and gradients over [1100,
+    10000] logits, the logits' products included, took 0.043-0.060 s with
+    it against 0.020-0.025 s with these ops (2 cores; BUILD.md,
+    Benchmarks). A label outside [0, V) fails in the gather, as in the
+    kernel.
     """
     h = tf.shape(outputs)[-1]
     nll = _tied_softmax_nll_rows(tf.reshape(outputs, [-1, h]), w_emb,
@@ -113,24 +116,30 @@ def tied_softmax_nll(outputs, w_emb, labels):
     return tf.reshape(nll, tf.shape(labels))
 
 
+# Below this probability of a label, -log p loses digits (p near float32's
+# smallest normal numbers) and the loss is computed from the logits instead.
+_SMALLEST_SAFE_PROBABILITY = 1e-30
+
+
 @tf.custom_gradient
 def _tied_softmax_nll_rows(outputs, w_emb, labels):
     """tied_softmax_nll of outputs [N, H], labels [N]; the gradient written
-    out so the backward pass reuses the forward's exponentials."""
-    logits = tf.matmul(outputs, w_emb, transpose_b=True)
-    shift = tf.reduce_max(logits, axis=1, keepdims=True)
-    picked = tf.gather(logits, labels, batch_dims=1) - shift[:, 0]
-    # The label's logit first, so the exponentials can reuse the logits'
-    # buffer (without this ordering the enas_lm controller row peaked 28 MB
-    # higher).
-    with tf.control_dependencies([picked]):
-        exp = tf.exp(logits - shift)
-    total = tf.reduce_sum(exp, axis=1)
+    out so the backward pass reuses the forward's softmax."""
+    # One softmax op (oneDNN's kernel: 0.013-0.016 s over [1100, 10000]
+    # here against 0.021-0.022 for max, subtract, exp and sum as four ops).
+    softmax = tf.nn.softmax(tf.matmul(outputs, w_emb, transpose_b=True))
+    label_p = tf.gather(softmax, labels, batch_dims=1)
+    # The rare fallback recomputes the logits, so they are not kept.
+    nll = tf.cond(
+        tf.reduce_all(label_p >= _SMALLEST_SAFE_PROBABILITY),
+        lambda: -tf.math.log(label_p),
+        lambda: _nll_from_logits(
+            tf.matmul(outputs, w_emb, transpose_b=True), labels))
 
     def grad(upstream):
         # d logits = upstream * (softmax - one-hot), the one-hot part
         # applied to the products' other factor row by row.
-        weighted = exp * (upstream / total)[:, None]
+        weighted = softmax * upstream[:, None]
         scaled = upstream[:, None]
         d_outputs = (tf.matmul(weighted, w_emb)
                      - scaled * tf.gather(w_emb, labels))
@@ -139,4 +148,13 @@ def _tied_softmax_nll_rows(outputs, w_emb, labels):
             scaled * outputs)
         return d_outputs, d_w_emb, None
 
-    return tf.math.log(total) - picked, grad
+    return nll, grad
+
+
+def _nll_from_logits(logits, labels):
+    """The fused kernel's loss, log(sum exp(l - max)) - (l[label] - max),
+    for logits [N, V] where some label's probability is too small for
+    -log p."""
+    shift = tf.reduce_max(logits, axis=1, keepdims=True)
+    picked = tf.gather(logits, labels, batch_dims=1) - shift[:, 0]
+    return tf.math.log(tf.reduce_sum(tf.exp(logits - shift), axis=1)) - picked
