@@ -1,11 +1,12 @@
-"""Shared ops: the tied-embedding softmax NLL against TensorFlow's fused
-cross-entropy kernel it replaces."""
+"""Shared ops: the tied-embedding softmax NLLs (the training steps' and the
+reward passes' chunked mean) against TensorFlow's fused cross-entropy
+kernel they replace."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from src.common_ops import tied_softmax_nll
+from src.common_ops import mean_softmax_nll, tied_softmax_nll
 
 
 def fused_kernel_nll(outputs, w_emb, labels):
@@ -54,3 +55,24 @@ def test_tied_softmax_nll_rejects_a_label_outside_the_vocabulary():
     w_emb = tf.zeros([5, 4])
     with pytest.raises(tf.errors.InvalidArgumentError):
         tied_softmax_nll(outputs, w_emb, tf.constant([1, 5]))
+
+
+@pytest.mark.parametrize("shape", [(3, 7), (2, 64), (1, 130)])
+@pytest.mark.parametrize("jit", [False, True])
+def test_mean_softmax_nll_is_the_mean_cross_entropy(shape, jit):
+    # Spread logits (scale 3), token counts below, at and above one chunk
+    # (padding), eager and under XLA.
+    rng = np.random.default_rng(4)
+    outputs = rng.normal(0, 3, shape + (8,)).astype(np.float32)
+    w_emb = rng.normal(0, 1, (50, 8)).astype(np.float32)
+    labels = rng.integers(0, 50, shape).astype(np.int32)
+    fn = mean_softmax_nll
+    if jit:
+        fn = tf.function(fn, jit_compile=True)
+    got = fn(tf.constant(outputs), tf.constant(w_emb), tf.constant(labels))
+    ref = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=labels, logits=outputs @ w_emb.T))
+    np.testing.assert_allclose(float(got), float(ref), rtol=1e-6)
+    small = mean_softmax_nll(tf.constant(outputs), tf.constant(w_emb),
+                             tf.constant(labels), chunk=16)
+    np.testing.assert_allclose(float(small), float(ref), rtol=1e-6)

@@ -426,28 +426,6 @@ def test_logits_are_tied_to_the_embedding_and_nll_is_cross_entropy():
     np.testing.assert_allclose(nll, ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(3, 7), (2, 64), (1, 130)])
-@pytest.mark.parametrize("jit", [False, True])
-def test_mean_softmax_nll_is_the_mean_cross_entropy(shape, jit):
-    # Spread logits (scale 3), token counts below, at and above one chunk
-    # (padding), eager and under XLA.
-    rng = np.random.default_rng(4)
-    outputs = rng.normal(0, 3, shape + (8,)).astype(np.float32)
-    w_emb = rng.normal(0, 1, (50, 8)).astype(np.float32)
-    labels = rng.integers(0, 50, shape).astype(np.int32)
-    fn = ptb_child.mean_softmax_nll
-    if jit:
-        fn = tf.function(fn, jit_compile=True)
-    got = fn(tf.constant(outputs), tf.constant(w_emb), tf.constant(labels))
-    ref = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=labels, logits=outputs @ w_emb.T))
-    np.testing.assert_allclose(float(got), float(ref), rtol=1e-6)
-    small = ptb_child.mean_softmax_nll(tf.constant(outputs),
-                                       tf.constant(w_emb),
-                                       tf.constant(labels), chunk=16)
-    np.testing.assert_allclose(float(small), float(ref), rtol=1e-6)
-
-
 # ------------------------------------------------------------ dropout
 
 def test_embedding_dropout_rule_on_hand_made_rows():

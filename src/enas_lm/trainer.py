@@ -31,7 +31,7 @@ import keras
 import tensorflow as tf
 
 from src import schedules
-from src.common_ops import traced
+from src.common_ops import mean_softmax_nll, traced
 from src.determinism import loop_parallel_iterations
 from src.errors import UserError
 from src.train_ops import apply_update, l2_loss
@@ -327,6 +327,8 @@ class EnasLmSearchTrainer(EnasLmFixedTrainer):
         return nll, next_state
 
     def _reward_nll(self, x, y, arc):
-        nll, _, _ = self.child.token_nll(
-            x, y, self.child.zero_state(tf.shape(x)[0]), arc=arc)
-        return tf.reduce_mean(nll)
+        # The mean in chunks: no gradient is taken, and the window's whole
+        # [N T, V] softmax would set the controller update's peak memory.
+        outputs, _, _ = self.child.forward(
+            x, self.child.zero_state(tf.shape(x)[0]), arc=arc)
+        return mean_softmax_nll(outputs, self.child.w_emb, y)

@@ -74,7 +74,7 @@ import tensorflow as tf
 from src import distribute
 from src.baked_arc import BakedArc
 from src.child_base import Child
-from src.common_ops import tied_softmax_nll
+from src.common_ops import mean_softmax_nll, tied_softmax_nll
 from src.controller import WeightScope, seed_stream
 from src.errors import UserError
 from src.moving_average import ZeroDebiased, one_minus
@@ -83,7 +83,7 @@ from src.ptb.arcs import PTB_FUNCS, PtbArc, ptb_arc_length
 __all__ = ["PtbChildConfig", "PtbChild", "FixedPtbChild", "SearchPtbChild",
            "PtbBatchNorm", "BakedArc", "PTB_FUNC_TABLE",
            "init_range", "variational_mask", "embedding_mask",
-           "apply_activation", "mean_softmax_nll", "count_params"]
+           "apply_activation", "count_params"]
 
 # Windows of at most this many steps run as a Python-unrolled loop when
 # their length is static; longer or dynamic ones as a tf.while_loop. Off by
@@ -806,52 +806,6 @@ class SearchPtbChild(PtbChild):
     def update_statistics(self, layer_id, per_bn):
         for j, (means, variances) in enumerate(per_bn):
             self._batch_norm(layer_id, j).apply_updates(means, variances)
-
-# Tokens per chunk of `mean_softmax_nll` (the reward pass): a [V, 128]
-# block of logits at a time. At vocabulary 10000, hidden 64, 700 tokens, on
-# 2 cores under XLA: 0.020 s against 0.027 s for the whole [700, V] logits
-# (chunks of 64 to 350 tokens: 0.020-0.023 s).
-NLL_CHUNK_TOKENS = 128
-
-
-def mean_softmax_nll(outputs, w_emb, labels, chunk=NLL_CHUNK_TOKENS):
-    """The mean over tokens of -log softmax(outputs @ w_emb^T)[label]:
-    `tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(...))`
-    over the tied-embedding logits, for the reward pass (no gradient
-    wanted). outputs [..., H], w_emb [V, H], labels [...] int32, all float32.
-
-    The same maths as the fused kernel, log(sum(exp(l - max))) + max -
-    l[label] per token, equal up to float rounding (about 3e-7 relative on
-    the mean); written as plain ops over chunks of `chunk` tokens with the
-    vocabulary first ([V, chunk] logits), which XLA compiles into a loop
-    whose blocks stay in cache. The kernel also writes the softmax for a
-    gradient and was most of the reward pass. Labels are not range-checked.
-    """
-    h = outputs.shape[-1]
-    flat = tf.reshape(outputs, [-1, h])
-    targets = tf.reshape(labels, [-1])
-    count = tf.shape(targets)[0]
-    num_chunks = (count + chunk - 1) // chunk
-    pad = num_chunks * chunk - count
-    flat = tf.reshape(tf.pad(flat, [[0, pad], [0, 0]]),
-                      [num_chunks, chunk, h])
-    targets = tf.reshape(tf.pad(targets, [[0, pad]]), [num_chunks, chunk])
-    valid = tf.reshape(tf.range(num_chunks * chunk) < count,
-                       [num_chunks, chunk])
-    columns = tf.range(chunk)
-
-    def body(i, total):
-        logits = tf.matmul(w_emb, flat[i], transpose_b=True)   # [V, chunk]
-        shift = tf.reduce_max(logits, axis=0, keepdims=True)
-        log_sum = tf.math.log(tf.reduce_sum(tf.exp(logits - shift), axis=0))
-        picked = tf.gather_nd(logits, tf.stack([targets[i], columns], 1))
-        nll = log_sum + shift[0] - picked
-        return i + 1, total + tf.reduce_sum(tf.where(valid[i], nll, 0.0))
-
-    _, total = tf.while_loop(lambda i, _: i < num_chunks, body,
-                             (tf.constant(0), tf.constant(0.0)))
-    return total / tf.cast(count, tf.float32)
-
 
 def count_params(variables):
     return int(sum(np.prod(v.shape) for v in variables))
