@@ -103,7 +103,8 @@ def tied_softmax_nll(outputs, w_emb, labels):
     log(sum exp(l - max)) - (l[label] - max) in its order; the gradients
     are the kernel's (softmax - one-hot) times the upstream gradient,
     pushed through the logits' product, with the one-hot part taken as
-    rows of w_emb and of outputs instead of a dense [N, V] one-hot. Both
+    rows of w_emb and of outputs instead of a dense [N, V] one-hot, and
+    the upstream gradient scaling the products' [N, H] factors. Both
     differ from the kernel's by float rounding (about 1e-7 relative on the
     mean loss). Why not the kernel: the loss and gradients over [1100,
     10000] logits, the logits' products included, took 0.043-0.060 s with
@@ -139,14 +140,17 @@ def _tied_softmax_nll_rows(outputs, w_emb, labels):
 
     def grad(upstream):
         # d logits = upstream * (softmax - one-hot), the one-hot part
-        # applied to the products' other factor row by row.
-        weighted = softmax * upstream[:, None]
+        # applied to the products' other factor row by row, and the
+        # upstream to their [N, H] sides rather than to the [N, V] softmax
+        # (one pass over it fewer: 0.0189 against 0.0216 s for the loss
+        # and gradients at [700, 10000], hidden 64).
         scaled = upstream[:, None]
-        d_outputs = (tf.matmul(weighted, w_emb)
-                     - scaled * tf.gather(w_emb, labels))
+        d_outputs = scaled * (tf.matmul(softmax, w_emb)
+                              - tf.gather(w_emb, labels))
+        scaled_outputs = scaled * outputs
         d_w_emb = tf.tensor_scatter_nd_sub(
-            tf.matmul(weighted, outputs, transpose_a=True), labels[:, None],
-            scaled * outputs)
+            tf.matmul(softmax, scaled_outputs, transpose_a=True),
+            labels[:, None], scaled_outputs)
         return d_outputs, d_w_emb, None
 
     return nll, grad
