@@ -807,5 +807,6 @@ class SearchPtbChild(PtbChild):
         for j, (means, variances) in enumerate(per_bn):
             self._batch_norm(layer_id, j).apply_updates(means, variances)
 
+
 def count_params(variables):
     return int(sum(np.prod(v.shape) for v in variables))
