@@ -439,9 +439,27 @@ def summed_gradients(strategy, replica_fn, args):
     # (`missing` reaches the replicas by closure: strategy.run would copy
     # a list passed as an argument.)
     grads, *extras = strategy.run(run, args=args)
-    summed = iter([total(strategy, g) for g in grads])
+    summed = iter(totals(strategy, grads))
     return ([None if i in missing else next(summed)
              for i in range(len(grads) + len(missing))], extras)
+
+
+def totals(strategy, values):
+    """Per-replica values (a list), each summed over the replicas, as
+    `total` of each; under a multi-worker strategy the list travels as one
+    collective (TensorFlow concatenates a batch into one all-reduce in a
+    traced step), not one per value: a step of a few hundred gradients
+    otherwise launches a few hundred all-reduces, each a round trip between
+    the workers, and traces each."""
+    if not values:
+        return []
+    # Where `strategy.reduce` puts a result (no public accessor): the
+    # worker's own device under a multi-worker strategy, else the CPU.
+    destination = (getattr(strategy.extended, "_default_device", None)
+                   or "/device:CPU:0")
+    reduced = strategy.extended.batch_reduce_to(
+        tf.distribute.ReduceOp.SUM, [(v, destination) for v in values])
+    return [strategy.experimental_local_results(r)[0] for r in reduced]
 
 
 def total(strategy, value):

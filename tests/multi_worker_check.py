@@ -7,7 +7,10 @@ MODE `workers`: every case with --distribution_strategy=multi_worker_mirrored
 (the cluster of TF_CONFIG; both workers run this same command, each with its
 TF_CONFIG) into FOLDER/workers/CASE; `single`: the same flags on one device
 into FOLDER/single/CASE; `resume`: the workers' folders again on one device
-with one more epoch; `long`: as `workers` for 12 epochs (a run to stop).
+with one more epoch; `long`: as `workers` for 4 epochs, a run to stop (the
+epochs after the first take seconds of collective steps, saves and
+evaluations, far longer than the test takes to stop a worker once the first
+checkpoint is written).
 Each case prints `RESULT CASE STATUS` after its run; the exit status is
 the first case's that was not 0.
 The data sets are written once into FOLDER by `write_data` (the test calls it
@@ -93,7 +96,7 @@ def main(folder, mode, cases):
             extra = ["--num_epochs=2"]
         elif mode == "long":
             out = os.path.join(folder, "workers", case)
-            extra = ["--num_epochs=12",
+            extra = ["--num_epochs=4",
                      "--distribution_strategy=multi_worker_mirrored"]
         else:
             raise ValueError("unknown mode " + mode)
