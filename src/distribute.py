@@ -264,7 +264,7 @@ def several_replicas():
             and tf.distribute.get_strategy().num_replicas_in_sync > 1)
 
 
-def _inside_control_flow():
+def inside_control_flow():
     """Whether ops are being added inside a tf.cond / tf.switch_case branch
     or a while loop (of the graph being built or one it is nested in).
 
@@ -337,7 +337,7 @@ def _synced_context():
     ctx = tf.distribute.get_replica_context()
     if ctx is None or ctx.num_replicas_in_sync == 1:
         return None
-    if _inside_control_flow():
+    if inside_control_flow():
         return None
     return ctx
 

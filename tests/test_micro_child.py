@@ -13,7 +13,8 @@ import tensorflow as tf
 
 from src.child_output import ChildOutput
 from src.micro import arcs
-from src.cifar10.image_ops import FactorizedReduction, RowSepConvBN, drop_path
+from src.cifar10.image_ops import (FactorizedReduction, RowSepConvBN,
+                                   drop_path, pool3x3)
 from src.macro.child import count_params
 from src.micro.child import (BakedArc, FixedCell, FixedMicroChild,
                              MicroConfig, SearchFinalConv, SearchMicroChild,
@@ -284,6 +285,33 @@ def test_search_node_runs_the_chosen_op_on_the_chosen_input():
     a = node.run_op(0, inputs[0], 0).numpy()
     b = node.run_op(0, inputs[0], 1).numpy()
     assert np.abs(a - b).max() > 1e-3
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_max_pooling_in_a_branch_has_the_gradient_it_has_outside(stride):
+    # In a tf.switch_case branch the pooling's gradient is recomputed
+    # (image_ops._branch_max_pool): the same numbers, oneDNN's kernel.
+    rng = np.random.default_rng(0)
+    # After a ReLU: windows with tied maxima (zeros).
+    x = tf.constant(np.maximum(rng.standard_normal((4, 8, 8, 6)), 0),
+                    tf.float32)
+    dy = tf.constant(rng.standard_normal((4, 8 // stride, 8 // stride, 6)),
+                     tf.float32)
+
+    @tf.function
+    def gradient(op):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            if op is None:
+                y = pool3x3(x, "max", stride)
+            else:
+                y = tf.switch_case(op, [
+                    lambda: pool3x3(x, "max", stride),
+                    lambda: x[:, ::stride, ::stride]])
+        return tape.gradient(y, x, output_gradients=dy)
+
+    np.testing.assert_array_equal(gradient(tf.constant(0)).numpy(),
+                                  gradient(None).numpy())
 
 
 def test_search_sep_conv_uses_its_input_row_and_batch_statistics():
