@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from src.common_ops import mean_softmax_nll, tied_softmax_nll
+from src.common_ops import mean_softmax_nll, pick, tied_softmax_nll
 
 
 def fused_kernel_nll(outputs, w_emb, labels):
@@ -76,3 +76,30 @@ def test_mean_softmax_nll_is_the_mean_cross_entropy(shape, jit):
     small = mean_softmax_nll(tf.constant(outputs), tf.constant(w_emb),
                              tf.constant(labels), chunk=16)
     np.testing.assert_allclose(float(small), float(ref), rtol=1e-6)
+
+
+def test_pick_gives_the_gather_s_value_and_gradients_in_a_traced_step():
+    rng = np.random.default_rng(0)
+    nodes = [tf.constant(rng.normal(size=(3, 4)), tf.float32)
+             for _ in range(4)]
+    weights = tf.constant(rng.normal(size=(3, 4)), tf.float32)
+
+    def grads(select):
+        @tf.function
+        def step(index):
+            with tf.GradientTape() as tape:
+                tape.watch(nodes)
+                # Each node also read elsewhere, as a cell's nodes are.
+                loss = (tf.reduce_sum(select(nodes, index) * weights)
+                        + 0.5 * tf.add_n([tf.reduce_sum(n) for n in nodes]))
+            return loss, tape.gradient(loss, nodes)
+        return step
+
+    ours = grads(pick)
+    gathered = grads(lambda ts, i: tf.gather(tf.stack(ts), i))
+    for index in range(4):
+        index = tf.constant(index)
+        (loss, g), (want_loss, want_g) = ours(index), gathered(index)
+        assert loss.numpy() == want_loss.numpy()
+        for a, b in zip(g, want_g):
+            np.testing.assert_array_equal(a, b)

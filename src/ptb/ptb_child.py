@@ -29,8 +29,9 @@ choice: w_prev [2 F H, 2H] holds one [2H, 2H] block per activation of node
 rows [(prev F + func) H, +H). Every node's pre-activation (h, t) and the
 cell's output go through a batch norm (`PtbBatchNorm`). The arc is an int32
 tensor given at call time: the blocks are gathered by it, the activation is
-a `tf.switch_case` (only the chosen one runs), the previous node a gather
-from the stacked node outputs, the loose ends a mask from the arc. One
+a `tf.switch_case` (only the chosen one runs), the previous node one too
+in training (`common_ops.pick`; a gather of the stacked nodes without a
+gradient), the loose ends a mask from the arc. One
 traced function serves every arc.
 
 Variational dropout in training (masks floor(u + keep) / keep, fixed over
@@ -74,7 +75,7 @@ import tensorflow as tf
 from src import distribute
 from src.baked_arc import BakedArc
 from src.child_base import Child
-from src.common_ops import mean_softmax_nll, tied_softmax_nll
+from src.common_ops import mean_softmax_nll, pick, tied_softmax_nll
 from src.controller import WeightScope, seed_stream
 from src.errors import UserError
 from src.moving_average import ZeroDebiased, one_minus
@@ -530,7 +531,12 @@ class PtbChild(Child):
                 if i == 1:
                     # Node 1 can only read node 0.
                     p = nodes[0]
+                elif training:
+                    p = pick(nodes, prevs[i])
                 else:
+                    # No gradient (evaluation, the XLA-compiled reward
+                    # pass): XLA compiles the gather into one slice, while
+                    # switch_cases cost the reward pass 14 s to compile.
                     p = tf.gather(tf.stack(nodes), prevs[i])
                 nodes.append(node(i, p, tf.matmul(masked(p), w_nodes[i - 1])))
             stacked = tf.stack(nodes)
