@@ -95,30 +95,81 @@ def make_optimizer(optim_algo, learning_rate, name=None):
 
 def l2_loss(variables):
     """Sum of squares of every variable (the reference's L2 term before
-    multiplying by l2_reg)."""
-    return tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables])
+    multiplying by l2_reg).
+
+    Twice the sum of `L2Loss` ops (half a sum of squares each): one op per
+    variable and one in its gradient, where a square and a sum take about
+    six; the same value and gradient bitwise (halving is exact)."""
+    return 2.0 * tf.add_n([tf.nn.l2_loss(v) for v in variables])
 
 
-def clip_gradients(grads, clip_mode, grad_bound):
+def _values(grad):
+    """A gradient's values (an IndexedSlices' rows as they are)."""
+    return grad.values if isinstance(grad, tf.IndexedSlices) else grad
+
+
+def _scaled(grad, fn):
+    """fn applied to a gradient's values, an IndexedSlices kept one."""
+    if isinstance(grad, tf.IndexedSlices):
+        return tf.IndexedSlices(fn(grad.values), grad.indices,
+                                grad.dense_shape)
+    return fn(grad)
+
+
+def half_squared_norms(grads):
+    """[number of gradients that are not None]: half the sum of squares of
+    each (`L2Loss`, the terms `tf.linalg.global_norm` sums)."""
+    return tf.stack([tf.nn.l2_loss(_values(g)) for g in grads
+                     if g is not None])
+
+
+def global_norm(halves):
+    """The global norm from `half_squared_norms`, as
+    `tf.linalg.global_norm` computes it."""
+    return tf.sqrt(tf.reduce_sum(halves) * 2.0)
+
+
+def clip_gradients(grads, clip_mode, grad_bound, halves=None):
     """Clip as the reference's `clip_mode`: "global" by the global norm,
-    "norm" each tensor by its own norm, None not at all.
+    "norm" each tensor by its own norm, None not at all. `halves`: their
+    `half_squared_norms`, if already taken.
+
+    Both give `tf.clip_by_global_norm`'s and `tf.clip_by_norm`'s values
+    bitwise, from one vector of squared norms: "norm" mode clips each
+    gradient with a multiply and a divide (t bound / max(|t|, bound), as
+    `tf.clip_by_norm`) where `tf.clip_by_norm` takes about ten ops a
+    tensor, a third of a micro search step's graph for its 672 variables
+    (BUILD.md, Benchmarks).
 
     The reference's "norm" mode computes the clipped tensors and then applies
     the unclipped ones; here the clipped ones are returned (BUILD.md,
     Deviations).
     """
+    grads = list(grads)
     if clip_mode is None:
-        return list(grads)
+        return grads
     if grad_bound is None:
         raise UserError("clipping gradients needs a bound: set --child_grad_bound")
+    if clip_mode not in ("global", "norm"):
+        raise UserError("unknown clip mode {!r}: use global or norm".format(
+            clip_mode))
+    if halves is None:
+        halves = half_squared_norms(grads)
     if clip_mode == "global":
-        clipped, _ = tf.clip_by_global_norm(grads, grad_bound)
+        clipped, _ = tf.clip_by_global_norm(grads, grad_bound,
+                                            use_norm=global_norm(halves))
         return clipped
-    if clip_mode == "norm":
-        return [None if g is None else tf.clip_by_norm(g, grad_bound)
-                for g in grads]
-    raise UserError("unknown clip mode {!r}: use global or norm".format(
-        clip_mode))
+    squares = halves * 2.0
+    positive = squares > 0
+    # tf.clip_by_norm's norm: the square root only of a positive sum.
+    norms = tf.where(positive, tf.sqrt(tf.where(positive, squares, 1.0)),
+                     squares)
+    bound = tf.constant(grad_bound, squares.dtype)
+    divisors = iter(tf.unstack(tf.maximum(norms, bound)))
+    return [None if g is None else
+            _scaled(g, lambda t: t * tf.cast(bound, t.dtype)
+                    / tf.cast(next(divisors), t.dtype))
+            for g in grads]
 
 
 @dataclasses.dataclass
@@ -154,8 +205,9 @@ def norm_clip_lr(grads, optimizer, lr_cfg, clip_mode=None, grad_bound=None):
     as `clip_mode` says, their global norm before clipping, the learning
     rate of this step, `schedules.learning_rate(optimizer.iterations,
     lr_cfg)`)."""
-    grad_norm = tf.linalg.global_norm(grads)
-    grads = clip_gradients(grads, clip_mode, grad_bound)
+    halves = half_squared_norms(grads)
+    grad_norm = global_norm(halves)
+    grads = clip_gradients(grads, clip_mode, grad_bound, halves)
     lr = schedules.learning_rate(optimizer.iterations, lr_cfg)
     return grads, grad_norm, lr
 

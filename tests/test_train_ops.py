@@ -40,6 +40,66 @@ def test_norm_clipping_clips_each_tensor_and_is_applied():
     np.testing.assert_allclose(var.numpy(), [-0.6, -0.8], rtol=1e-6)
 
 
+def _gradients(seed=0):
+    """Gradients of a micro child's shapes and scales, one all zeros, one
+    a None (a variable the loss does not read), one gathered rows."""
+    rng = np.random.default_rng(seed)
+    dense = [tf.constant(rng.normal(size=shape) * scale, tf.float32)
+             for shape, scale in (((3, 3, 16, 16), 0.5), ((16,), 1e-3),
+                                  ((1, 1, 64, 64), 3.0), ((640, 10), 0.1))]
+    rows = tf.IndexedSlices(tf.constant(rng.normal(size=(4, 8)) * 2.0,
+                                        tf.float32),
+                            tf.constant([3, 0, 3, 9]), tf.constant([10, 8]))
+    return dense + [tf.zeros([5, 5]), None, rows]
+
+
+@pytest.mark.parametrize("bound", [0.5, 5.0, 100.0])
+def test_clipping_equals_tensorflow_s_clip_functions_bitwise(bound):
+    grads = _gradients()
+
+    @tf.function
+    def clip(mode):
+        return train_ops.clip_gradients(grads, mode, bound)
+
+    def dense(g):
+        return tf.convert_to_tensor(g.values if isinstance(
+            g, tf.IndexedSlices) else g)
+
+    want = [None if g is None else tf.clip_by_norm(g, bound) for g in grads]
+    for ours, theirs in zip(clip("norm"), want):
+        if theirs is None:
+            assert ours is None
+            continue
+        assert isinstance(ours, tf.IndexedSlices) == isinstance(
+            theirs, tf.IndexedSlices)
+        np.testing.assert_array_equal(dense(ours), dense(theirs))
+    want, _ = tf.clip_by_global_norm(grads, bound)
+    for ours, theirs in zip(clip("global"), want):
+        if theirs is None:
+            assert ours is None
+            continue
+        np.testing.assert_array_equal(dense(ours), dense(theirs))
+    halves = train_ops.half_squared_norms(grads)
+    assert (train_ops.global_norm(halves).numpy()
+            == tf.linalg.global_norm(grads).numpy())
+
+
+def test_l2_term_has_the_square_sum_s_value_and_gradients_bitwise():
+    variables = [tf.Variable(g) for g in _gradients(1)[:5]]
+
+    def value_and_grads(term):
+        with tf.GradientTape() as tape:
+            total = 1e-4 * term(variables)
+        return total, tape.gradient(total, variables)
+
+    ours, ours_g = value_and_grads(train_ops.l2_loss)
+    theirs, theirs_g = value_and_grads(lambda vs: tf.add_n(
+        [tf.reduce_sum(tf.square(v)) for v in vs]))
+    assert ours.numpy() == theirs.numpy()
+    for a, b in zip(ours_g, theirs_g):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_unknown_clip_mode_is_a_user_error():
     with pytest.raises(UserError):
         train_ops.clip_gradients([tf.constant(1.0)], "bogus", 1.0)
