@@ -164,12 +164,17 @@ def clip_gradients(grads, clip_mode, grad_bound, halves=None):
     # tf.clip_by_norm's norm: the square root only of a positive sum.
     norms = tf.where(positive, tf.sqrt(tf.where(positive, squares, 1.0)),
                      squares)
+    # One dtype throughout: tf.stack took every gradient's.
     bound = tf.constant(grad_bound, squares.dtype)
     divisors = iter(tf.unstack(tf.maximum(norms, bound)))
-    return [None if g is None else
-            _scaled(g, lambda t: t * tf.cast(bound, t.dtype)
-                    / tf.cast(next(divisors), t.dtype))
-            for g in grads]
+    clipped = []
+    for g in grads:
+        if g is None:
+            clipped.append(None)
+            continue
+        divisor = next(divisors)
+        clipped.append(_scaled(g, lambda t: t * bound / divisor))
+    return clipped
 
 
 @dataclasses.dataclass
