@@ -233,9 +233,15 @@ class _TiedLanguageModel(keras.layers.Layer):
             emb, None if input_mask is None else input_mask[:, None]),
             w_prev[:h])
         steps = tf.shape(emb)[1]
+        # Read per step from a TensorArray: slicing x_parts[t] in the loop
+        # makes each step's gradient a StridedSliceGrad of x_parts' whole
+        # [T, N, 2H] shape (T of them summed), a TensorArray read's
+        # gradient is the one row.
+        x_parts = tf.TensorArray(tf.float32, size=steps,
+                                 element_shape=[None, 2 * h]).unstack(x_parts)
 
         def body(t, s, outputs):
-            s = step_fn(x_parts[t], s)
+            s = step_fn(x_parts.read(t), s)
             return t + 1, s, outputs.write(t, s)
 
         outputs = tf.TensorArray(tf.float32, size=steps,
