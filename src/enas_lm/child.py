@@ -236,7 +236,9 @@ class _TiedLanguageModel(keras.layers.Layer):
         # Read per step from a TensorArray: slicing x_parts[t] in the loop
         # makes each step's gradient a StridedSliceGrad of x_parts' whole
         # [T, N, 2H] shape (T of them summed), a TensorArray read's
-        # gradient is the one row.
+        # gradient is the one row. The fixed step's peak 815 -> 784 MB, the
+        # steps' times the same (the PTB child's loop was 5-9% slower this
+        # way, so it slices; BUILD.md, Benchmarks).
         x_parts = tf.TensorArray(tf.float32, size=steps,
                                  element_shape=[None, 2 * h]).unstack(x_parts)
 
