@@ -165,8 +165,8 @@ def _is_finite(grads):
     for g in grads:
         if g is None:
             continue
-        values = g.values if isinstance(g, tf.IndexedSlices) else g
-        checks.append(tf.reduce_all(tf.math.is_finite(values)))
+        checks.append(tf.reduce_all(tf.math.is_finite(
+            train_ops.gradient_values(g))))
     if not checks:
         return tf.constant(True)
     return tf.reduce_all(tf.stack(checks))
@@ -175,10 +175,8 @@ def _is_finite(grads):
 def _divide(g, scale):
     if g is None:
         return None
-    if isinstance(g, tf.IndexedSlices):
-        return tf.IndexedSlices(g.values / tf.cast(scale, g.values.dtype),
-                                g.indices, g.dense_shape)
-    return g / tf.cast(scale, g.dtype)
+    return train_ops.map_gradient_values(
+        g, lambda t: t / tf.cast(scale, t.dtype))
 
 
 class DynamicLossScale(tf.Module):

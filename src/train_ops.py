@@ -103,12 +103,12 @@ def l2_loss(variables):
     return 2.0 * tf.add_n([tf.nn.l2_loss(v) for v in variables])
 
 
-def _values(grad):
+def gradient_values(grad):
     """A gradient's values (an IndexedSlices' rows as they are)."""
     return grad.values if isinstance(grad, tf.IndexedSlices) else grad
 
 
-def _scaled(grad, fn):
+def map_gradient_values(grad, fn):
     """fn applied to a gradient's values, an IndexedSlices kept one."""
     if isinstance(grad, tf.IndexedSlices):
         return tf.IndexedSlices(fn(grad.values), grad.indices,
@@ -119,7 +119,7 @@ def _scaled(grad, fn):
 def half_squared_norms(grads):
     """[number of gradients that are not None]: half the sum of squares of
     each (`L2Loss`, the terms `tf.linalg.global_norm` sums)."""
-    return tf.stack([tf.nn.l2_loss(_values(g)) for g in grads
+    return tf.stack([tf.nn.l2_loss(gradient_values(g)) for g in grads
                      if g is not None])
 
 
@@ -173,7 +173,8 @@ def clip_gradients(grads, clip_mode, grad_bound, halves=None):
             clipped.append(None)
             continue
         divisor = next(divisors)
-        clipped.append(_scaled(g, lambda t: t * bound / divisor))
+        clipped.append(map_gradient_values(
+            g, lambda t: t * bound / divisor))
     return clipped
 
 
