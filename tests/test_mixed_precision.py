@@ -386,13 +386,18 @@ def test_xla_step_matches_the_plain_step(kind, restore_policy):
     copy_weights(plain_child, xla_child)
     x, y = batch(kind)
     assert xla.jit_compile is True and plain.jit_compile is False
+    # XLA's convolutions and sums differ from oneDNN's in float32 order;
+    # batch norm over 4 images magnifies that in the gradient: 2e-6 to 9e-6
+    # relative in the norm here (AVX-512), 2.2e-4 once on the CI machine.
+    # A wrong or missing update moves the weights by 2e-3 to 0.2 (a step
+    # moves every variable that much), far above the tolerances.
     for _ in range(2):
         a = plain._train_step(x, y)
         b = xla.train_step(x, y)
         np.testing.assert_allclose(b["loss"].numpy(), a["loss"].numpy(),
                                    rtol=1e-5)
         np.testing.assert_allclose(b["grad_norm"].numpy(),
-                                   a["grad_norm"].numpy(), rtol=1e-4)
+                                   a["grad_norm"].numpy(), rtol=2e-3)
     for v, w in zip(plain.variables, xla.variables):
         np.testing.assert_allclose(w.numpy(), v.numpy(), rtol=1e-4,
-                                   atol=1e-5)
+                                   atol=1e-4)
