@@ -20,12 +20,15 @@ FINAL = ("0 2 0 0 0 4 0 1 0 4 1 1 1 0 0 1 0 2 1 1 "
          "1 0 1 0 0 3 0 2 1 1 3 1 1 0 0 4 0 3 1 1")
 
 
-SEARCH_CELLS = 2  # the search test's child: small, most of its time traces
+# Two nodes per cell: most of a tiny run's time traces the cells.
+SEARCH_CELLS = 2
+FINAL_CELLS = 2
+FINAL_TWO_NODES = "0 2 0 0 1 4 0 1 0 4 1 1 1 0 0 1"
 
 
 def micro_config(data_path, output_dir, num_epochs, fixed_arc=None):
     searching = fixed_arc is None
-    cells = SEARCH_CELLS if searching else 5
+    cells = SEARCH_CELLS if searching else FINAL_CELLS
     lr = schedules.LrConfig(lr_cosine=True, lr_max=0.05, lr_min=0.0005,
                             lr_T_0=1, lr_T_mul=2)
     return CifarRunConfig(
@@ -37,7 +40,8 @@ def micro_config(data_path, output_dir, num_epochs, fixed_arc=None):
             num_layers=0 if searching else 1, num_cells=cells, out_filters=4,
             keep_prob=0.9,
             drop_path_keep_prob=0.6, use_aux_heads=not searching,
-            fixed_arc=(None if searching else arcs.MicroArc.parse(FINAL, 5)),
+            fixed_arc=(None if searching
+                       else arcs.MicroArc.parse(fixed_arc, cells)),
             num_train_steps=num_epochs, seed=5),
         train=TrainConfig(l2_reg=1e-4, clip_mode="norm", grad_bound=5.0,
                           lr=lr),
@@ -80,8 +84,9 @@ def test_micro_search_prints_normal_and_reduce_cells_and_records_them(
 def test_micro_final_trains_and_resumes(fake_cifar, tmp_path, capsys):
     out_dir = str(tmp_path / "run")
     os.makedirs(out_dir)
-    assert run_loop.train(micro_config(fake_cifar, out_dir, 1, FINAL)) == 0
-    assert run_loop.train(micro_config(fake_cifar, out_dir, 2, FINAL)) == 0
+    for epochs in (1, 2):
+        assert run_loop.train(micro_config(fake_cifar, out_dir, epochs,
+                                           FINAL_TWO_NODES)) == 0
     log = capsys.readouterr().out
     assert "Resuming from" in log and "Epoch 2: Eval" in log
     assert "test_accuracy: " in log and "valid_accuracy" not in log
