@@ -1,12 +1,14 @@
 """Rows of BUILD.md's bad-input table not covered next to their modules:
 each prints one `error: ...` line, exits with status 2, and leaves what was
-saved untouched."""
+saved untouched. The checkpoint's case runs `python -m`; the others run the
+entry point in this process (tests/in_process.py)."""
 
 import os
 import stat
 
 import pytest
 
+from tests.in_process import call_main
 from tests.ptb_fixtures import run_ptb_main, tiny_args, write_tiny_ptb
 
 FIXED = ["--child_fixed_arc=0 0 1 1 2", "--nocontroller_training",
@@ -25,11 +27,12 @@ def one_error_line(result, fragment):
     assert last.startswith("error: ") and fragment in last, last
 
 
-def test_a_flagfile_with_an_unknown_flag(tiny_ptb, tmp_path):
+def test_a_flagfile_with_an_unknown_flag(tiny_ptb, tmp_path, capfd):
     flagfile = tmp_path / "run.flags"
     flagfile.write_text("--child_lstm_hidden_size=8\n--no_such_flag=3\n")
-    result = run_ptb_main(*tiny_args(tiny_ptb, str(tmp_path / "run")),
-                          "--flagfile=" + str(flagfile), *FIXED)
+    result = call_main("src.ptb.main", tiny_args(
+        tiny_ptb, str(tmp_path / "run")) + ["--flagfile=" + str(flagfile),
+                                            *FIXED], capfd)
     one_error_line(result, "Unknown command line flag 'no_such_flag'")
 
 
@@ -42,10 +45,12 @@ def test_an_output_dir_that_cannot_be_written(tiny_ptb, tmp_path):
     one_error_line(result, "choose a folder you can write to")
 
 
-def test_an_output_dir_that_is_a_file(tiny_ptb, tmp_path):
+def test_an_output_dir_that_is_a_file(tiny_ptb, tmp_path, capfd):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    result = run_ptb_main(*tiny_args(tiny_ptb, str(blocker / "run")), *FIXED)
+    result = call_main("src.ptb.main",
+                       tiny_args(tiny_ptb, str(blocker / "run")) + FIXED,
+                       capfd)
     one_error_line(result, "cannot create --output_dir=")
 
 

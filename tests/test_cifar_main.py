@@ -15,6 +15,7 @@ from src.macro import arcs
 from src.macro.child import MacroConfig
 from src.train_ops import TrainConfig
 from tests.conftest import REPO_ROOT
+from tests.in_process import call_main
 
 ARC3 = "0 5 1 4 0 1"  # 3 layers: conv 3x3, max pool, avg pool
 
@@ -113,10 +114,11 @@ def test_cli_prints_the_reference_lines_writes_its_outputs_and_resumes(
     (["--child_out_filters=5"], "--child_out_filters=5 is odd"),
 ])
 def test_bad_input_is_one_line_and_exit_status_2(fake_cifar, tmp_path, extra,
-                                                  message):
+                                                  message, capfd):
     out_dir = str(tmp_path / "run")
-    result = run_main(*base_args(fake_cifar, out_dir), *extra,
-                      "--num_epochs=1")
+    # In this process (the missing data's test below takes `python -m`).
+    result = call_main("src.cifar10.main", base_args(fake_cifar, out_dir)
+                       + extra + ["--num_epochs=1"], capfd)
     assert result.returncode == 2
     lines = [l for l in result.stderr.splitlines() if l.strip()]
     assert lines[-1].startswith("error: ") and message in lines[-1]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.cifar_fixtures import write_fake_cifar
+from tests.in_process import call_main
 from tests.ptb_fixtures import (REPO_ROOT, main_env, run_ptb_main,
                                 tiny_args, write_tiny_ptb)
 
@@ -179,7 +180,7 @@ def test_the_entry_point_trains_mirrored_and_resumes_on_one_device(
      "--child_sync_replicas (TF1's SyncReplicasOptimizer"),
 ])
 def test_unsupported_combinations_are_one_line_errors(tmp_path, module,
-                                                      extra, fragment):
+                                                      extra, fragment, capfd):
     args = ["--distribution_strategy=mirrored",
             "--output_dir=" + str(tmp_path / "run"), *extra]
     if module == "src.cifar10.main":
@@ -189,9 +190,8 @@ def test_unsupported_combinations_are_one_line_errors(tmp_path, module,
     else:
         args += tiny_args(write_tiny_ptb(tmp_path),
                           str(tmp_path / "run"))
-    result = subprocess.run([sys.executable, "-m", module, *args],
-                            cwd=REPO_ROOT, env=main_env(),
-                            capture_output=True, text=True, timeout=600)
+    # In this process (the TF_CONFIG mistake's test takes `python -m`).
+    result = call_main(module, args, capfd)
     assert result.returncode == 2, result.stderr[-2000:]
     last = [l for l in result.stderr.splitlines() if l.strip()][-1]
     assert last.startswith("error: ") and fragment in last, last

@@ -13,6 +13,7 @@ from src.enas_lm.arcs import EnasLmArc
 from src.enas_lm.controller import EnasLmControllerConfig
 from src.enas_lm.log_lines import controller_line, search_line
 from src.enas_lm.space import SPACE
+from tests.in_process import call_main
 from tests.ptb_fixtures import REPO_ROOT, main_env, write_tiny_ptb
 
 STDOUT = REPO_ROOT.parent / "shared" / "reference" / "enas_lm" / "stdout"
@@ -156,22 +157,21 @@ def test_bad_flags_get_one_line_and_exit_status_2(tmp_path, capsys):
         assert not out_dir.exists()
 
 
-def test_the_flagfiles_parse_and_reach_the_data_check(tmp_path):
-    """Every enas_lm flagfile is valid for its entry point."""
+def test_the_flagfiles_parse_and_reach_the_data_check(tmp_path, capfd,
+                                                     monkeypatch):
+    """Every enas_lm flagfile is valid for its entry point (run in this
+    process; the other tests here take `python -m`)."""
+    monkeypatch.chdir(REPO_ROOT)
     for entry, name in (("search", "enas_lm_search"),
                         ("search", "enas_lm_search_cpu"),
                         ("fixed", "enas_lm_fixed"),
                         ("fixed", "enas_lm_fixed_cpu")):
-        result = subprocess.run(
-            [sys.executable, "-c",
-             "import sys; from src.enas_lm import {0}; "
-             "sys.exit({0}.call(sys.argv))".format(entry),
-             "--flagfile=flags/{}.flags".format(name),
+        result = call_main(
+            "src.enas_lm." + entry,
+            ["--flagfile=flags/{}.flags".format(name),
              "--data_path=" + str(tmp_path / "none" / "ptb.pkl"),
              "--nodownload", "--notrain_on_valid",
-             "--output_dir=" + str(tmp_path / name)],
-            capture_output=True, text=True, cwd=REPO_ROOT, env=main_env(),
-            timeout=120)
+             "--output_dir=" + str(tmp_path / name)], capfd)
         assert result.returncode == 2, (name, result.stderr[-2000:])
         errors = [line for line in result.stderr.splitlines()
                   if line.startswith("error:")]

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from src.ptb.arcs import PtbArc
+from tests.in_process import call_main
 from tests.ptb_fixtures import run_ptb_main, tiny_args, write_tiny_ptb
 
 ARC3 = "0 0 1 1 2"
@@ -104,9 +105,11 @@ def test_search_trains_the_controller_and_records_architectures(tiny_ptb,
     (["--no_such_flag"], "Unknown command line flag 'no_such_flag'"),
 ])
 def test_bad_input_gets_one_line_and_exit_status_2(tiny_ptb, tmp_path, extra,
-                                                   fragment):
+                                                   fragment, capfd):
     out_dir = tmp_path / "bad"
-    result = run_main(*base_args(tiny_ptb, str(out_dir)), *extra)
+    # In this process (test_reference_flagfiles_parse takes `python -m`).
+    result = call_main("src.ptb.main", base_args(tiny_ptb, str(out_dir))
+                       + extra, capfd)
     assert result.returncode == 2, result.stderr[-2000:]
     assert fragment in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
