@@ -444,17 +444,22 @@ def _main(entry, f, argv):
     return 0
 
 
-def run(argv=None):
-    """`python -m src.export`: picks the entry point's flag set from argv,
-    defines it and the export's flags, and exports."""
+def call(argv=None):
+    """Picks the entry point's flag set from argv, defines it and the
+    export's flags, and exports; returns the exit status."""
     argv = list(sys.argv if argv is None else argv)
     try:
         entry = choose_space(argv)
     except UserError as e:
         print("error: {}".format(e), file=sys.stderr)
-        sys.exit(2)
-    entry_point.run(entry, functools.partial(_main, entry), argv,
-                    define_extra=define_export_flags, doc=__doc__)
+        return 2
+    return entry_point.call(entry, functools.partial(_main, entry), argv,
+                            define_extra=define_export_flags, doc=__doc__)
+
+
+def run(argv=None):
+    """`python -m src.export`: `call(argv)`, then exit with its status."""
+    sys.exit(call(argv))
 
 
 if __name__ == "__main__":

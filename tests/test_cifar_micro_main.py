@@ -14,7 +14,7 @@ from src.micro.child import MicroConfig
 from src.micro.controller import MicroControllerConfig
 from src.reinforce import ReinforceConfig
 from src.train_ops import TrainConfig
-from tests.test_cifar_main import run_main
+from tests.in_process import call_main
 
 FINAL = ("0 2 0 0 0 4 0 1 0 4 1 1 1 0 0 1 0 2 1 1 "
          "1 0 1 0 0 3 0 2 1 1 3 1 1 0 0 4 0 3 1 1")
@@ -98,12 +98,12 @@ def test_micro_final_trains_and_resumes(fake_cifar, tmp_path, capsys):
     (FINAL.replace("0 2 0 0 0 4", "2 2 0 0 0 4", 1), "index"),
 ])
 def test_malformed_micro_arcs_are_one_line_exit_2(fake_cifar, tmp_path, arc,
-                                                   message):
-    result = run_main(
+                                                   message, capfd):
+    result = call_main("src.cifar10.main", [
         "--search_for=micro", "--data_path=" + fake_cifar,
         "--output_dir=" + str(tmp_path / "run"), "--child_fixed_arc=" + arc,
         "--nocontroller_training", "--child_num_layers=0",
-        "--child_out_filters=4", "--num_epochs=1")
+        "--child_out_filters=4", "--num_epochs=1"], capfd)
     assert result.returncode == 2, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last

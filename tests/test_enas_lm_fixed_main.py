@@ -12,6 +12,7 @@ from src.enas_lm import fixed as fixed_main
 from src.enas_lm.data import RandomLengthStream, window_length
 from src.enas_lm.log_lines import train_line
 from src.enas_lm.space import averaging_starts
+from tests.in_process import call_main
 from tests.ptb_fixtures import REPO_ROOT, main_env, write_tiny_ptb
 
 ARC = "0 2 1 0 2 1 2 2 4 0 5 0 3 2 6 2"
@@ -143,13 +144,15 @@ def test_bad_flags_get_one_line_and_exit_status_2(tiny_ptb, tmp_path, extra,
     assert not out_dir.exists()
 
 
-def test_bad_data_gets_one_line_and_exit_status_2(tiny_ptb, tmp_path):
+def test_bad_data_gets_one_line_and_exit_status_2(tiny_ptb, tmp_path, capfd):
     for extra, fragment in (
             (["--child_vocab_size=10"], "the data has 31 words but "
                                         "--child_vocab_size=10"),
             (["--child_batch_size=400"], "too few for batch_size")):
         out_dir = tmp_path / "bad"
-        result = run_fixed(*tiny_args(tiny_ptb, str(out_dir)), *extra)
+        # In this process (the other runs here take `python -m`).
+        result = call_main("src.enas_lm.fixed",
+                           tiny_args(tiny_ptb, str(out_dir)) + extra, capfd)
         assert result.returncode == 2, result.stderr[-2000:]
         errors = [line for line in result.stderr.splitlines()
                   if line.startswith("error:")]

@@ -25,6 +25,7 @@ from src.ptb.ptb_child import PtbChildConfig, SearchPtbChild
 from src.ptb.ptb_controller import PtbController, PtbControllerConfig
 from src.ptb.ptb_trainer import PtbTrainConfig, PtbTrainer
 from tests.conftest import REPO_ROOT
+from tests.in_process import call_main
 from tests.test_reference_checkpoint import tiny_child, tiny_controller
 
 ATOL = 1e-5
@@ -378,8 +379,9 @@ def test_a_ptb_search_run_exports_its_averaged_child_and_controller(ptb_run):
     (["--search_for=enas", "--reference_checkpoint=/nowhere/model.ckpt-1",
       "--export_dir=/tmp/x"], "/nowhere/model.ckpt-1.index does not exist"),
 ])
-def test_bad_input_gets_one_line_and_exit_status_2(args, fragment):
-    result = run_module("src.export", *args)
+def test_bad_input_gets_one_line_and_exit_status_2(args, fragment, capfd):
+    # In this process (the export-dir test below takes `python -m`).
+    result = call_main("src.export", args, capfd)
     assert result.returncode == 2, result.stderr[-2000:]
     assert fragment in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
