@@ -58,6 +58,7 @@ def call(entry, main, argv=None, define_extra=None, doc=""):
         print("error: {}; see --help for the flags".format(
             " ".join(str(e).split())), file=sys.stderr)
         return 2
+    stdout = sys.stdout
     try:
         return main(fv, rest)
     except (UserError, RunStopped) as e:
@@ -67,6 +68,8 @@ def call(entry, main, argv=None, define_extra=None, doc=""):
         # they are collected at exit; the error line says it all.
         logging.set_verbosity(logging.ERROR)
         return 2 if isinstance(e, UserError) else 1
+    finally:
+        run_log.end_stdout_copies(stdout)
 
 
 def run(entry, main, argv=None, define_extra=None, doc=""):

@@ -74,13 +74,25 @@ def prepare_output_dir(output_dir, reset):
 
 
 def start_stdout_copy(output_dir):
-    """Sends a copy of stdout to `output_dir/stdout` from now on."""
+    """Sends a copy of stdout to `output_dir/stdout` from now on (until
+    `end_stdout_copies`)."""
     log_file = os.path.join(output_dir, "stdout")
     print("-" * 80)
     print("Logging to {}".format(log_file))
     tee = Tee(sys.stdout, log_file)
     sys.stdout = tee
     return tee
+
+
+def end_stdout_copies(stream):
+    """Ends every stdout copy started over `stream`: sys.stdout is `stream`
+    again and the copies' files are closed. A run in a Python caller's
+    process (`entry_point.call`) thus leaves stdout as it found it, and a
+    second run there does not write into the first one's folder."""
+    while sys.stdout is not stream and isinstance(sys.stdout, Tee):
+        tee = sys.stdout
+        sys.stdout = tee.stream
+        tee.close()
 
 
 def dotted_flag_line(name, value, line_limit=80):

@@ -5,23 +5,15 @@ least one subprocess test of its `python -m` route."""
 
 import importlib
 import subprocess
-import sys
 
 
 def call_main(module, args, capfd):
     """`python -m module *args` as `module.call` in this process: a
     subprocess.CompletedProcess (returncode, stdout, stderr), the output
     read from the file descriptors (`capfd`, so TensorFlow's own lines
-    too). A run that got as far as its folder tees stdout into it;
-    sys.stdout is given back afterwards."""
+    too)."""
     entry = importlib.import_module(module)
     capfd.readouterr()
-    stdout = sys.stdout
-    try:
-        status = entry.call([module, *args])
-    finally:
-        tee, sys.stdout = sys.stdout, stdout
-        if tee is not stdout:
-            tee.close()
+    status = entry.call([module, *args])
     out, err = capfd.readouterr()
     return subprocess.CompletedProcess([module, *args], status, out, err)

@@ -4,6 +4,7 @@ one-line errors."""
 
 import json
 import os
+import sys
 
 import pytest
 
@@ -124,3 +125,19 @@ def test_reference_flagfiles_parse(tmp_path):
                           "--nodownload", "--output_dir=" + str(tmp_path / name))
         assert result.returncode == 2, result.stderr[-2000:]
         assert "PTB data path" in result.stderr
+
+
+def test_runs_in_one_process_leave_stdout_as_they_found_it(tiny_ptb,
+                                                           tmp_path):
+    """Two runs in a Python caller's process (each stopped by the data
+    check, after its stdout copy started): each folder's stdout holds its
+    own run only, and sys.stdout is the caller's again."""
+    from src.ptb import main
+    before = sys.stdout
+    for name in ("first", "second"):
+        assert main.call(["prog", *base_args(tiny_ptb, str(tmp_path / name)),
+                          "--batch_size=400"]) == 2
+        assert sys.stdout is before
+    first = (tmp_path / "first" / "stdout").read_text()
+    assert str(tmp_path / "first") in first
+    assert str(tmp_path / "second") not in first
