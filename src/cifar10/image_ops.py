@@ -436,14 +436,23 @@ class RowBatchNorm(keras.layers.Layer):
                                      initializer=keras.initializers.Ones(),
                                      autocast=False)
 
-    def call(self, x, row):
-        """x: [N, H, W, C]; row: int scalar (Python or int32 tensor)."""
+    def row_weights(self, row):
+        """(scale, offset) of row `row` (Python int or int32 scalar), [C]
+        each."""
+        return (tf.convert_to_tensor(self.scale)[row],
+                tf.convert_to_tensor(self.offset)[row])
+
+    def apply_row(self, x, weights):
+        """x [N, H, W, C] normalised, with `weights` from row_weights."""
         x, dtype = _to_float32(x)
-        scale = tf.convert_to_tensor(self.scale)[row]
-        offset = tf.convert_to_tensor(self.offset)[row]
+        scale, offset = weights
         y, _, _ = distribute.fused_batch_norm(x, scale, offset, self.epsilon,
                                               self.data_format)
         return tf.cast(y, dtype)
+
+    def call(self, x, row):
+        """x: [N, H, W, C]; row: int scalar (Python or int32 tensor)."""
+        return self.apply_row(x, self.row_weights(row))
 
 
 class RowSepConvBN(keras.layers.Layer):
@@ -483,16 +492,30 @@ class RowSepConvBN(keras.layers.Layer):
         out_shape[channel_axis(self.data_format)] = self.filters
         self.bn.build(tuple(out_shape))
 
-    def call(self, x, row):
+    def row_weights(self, row):
+        """The weights of row `row` (Python int or int32 scalar), shaped
+        for the convolutions and cast to the compute dtype: (w_depth,
+        w_point, (bn scale, bn offset))."""
         k, c = self.kernel_size, self.c_in
-        w_depth = tf.reshape(tf.convert_to_tensor(self.w_depth)[row],
-                             [k, k, c, 1])
-        w_point = tf.reshape(tf.convert_to_tensor(self.w_point)[row],
-                             [1, 1, c, self.filters])
+
+        def read(v, shape):
+            return tf.cast(tf.reshape(tf.convert_to_tensor(v)[row], shape),
+                           self.compute_dtype)
+        return (read(self.w_depth, [k, k, c, 1]),
+                read(self.w_point, [1, 1, c, self.filters]),
+                self.bn.row_weights(row))
+
+    def apply_row(self, x, weights):
+        """x [N, H, W, C_in] through the op, with `weights` from
+        row_weights."""
+        w_depth, w_point, bn = weights
         x = tf.nn.separable_conv2d(tf.nn.relu(x), w_depth, w_point,
                                    strides=[1, 1, 1, 1], padding="SAME",
                                    data_format=self.data_format)
-        return self.bn(x, row=row)
+        return self.bn.apply_row(x, bn)
+
+    def call(self, x, row):
+        return self.apply_row(x, self.row_weights(row))
 
 
 def pool3x3(x, kind, stride=1, data_format="NHWC"):

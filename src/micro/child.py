@@ -403,10 +403,18 @@ class SharedSepConv(keras.layers.Layer):
         for stack in self.stacks:
             stack.build(shape)
 
-    def call(self, x, row):
-        for stack in self.stacks:
-            x = stack(x, row=row)
+    def row_weights(self, row):
+        """Both stacks' weights of row `row` (RowSepConvBN.row_weights)."""
+        return [stack.row_weights(row) for stack in self.stacks]
+
+    def apply_row(self, x, weights):
+        """x through both stacks, with `weights` from row_weights."""
+        for stack, w in zip(self.stacks, weights):
+            x = stack.apply_row(x, w)
         return x
+
+    def call(self, x, row):
+        return self.apply_row(x, self.row_weights(row))
 
 
 class SearchNodeInput(keras.layers.Layer):
@@ -441,11 +449,15 @@ class SearchNodeInput(keras.layers.Layer):
         for conv in self.convs:
             conv.build()
 
-    def run_op(self, op, x, row):
-        """Op `op` (a Python int) on x, with weight row `row`."""
+    def run_op(self, op, x, row, conv_weights=None):
+        """Op `op` (a Python int) on x, with weight row `row`, or with
+        `conv_weights`, the convs' weights of that row when given."""
         spec = MICRO_OP_TABLE[op]
         if spec.kernel is not None:
-            return self.convs[self.conv_ops.index(op)](x, row=row)
+            conv = self.conv_ops.index(op)
+            if conv_weights is None:
+                return self.convs[conv](x, row=row)
+            return self.convs[conv].apply_row(x, conv_weights[conv])
         if spec.pooling is not None:
             return pool3x3(x, spec.pooling, 1, self.data_format)
         return x
@@ -456,8 +468,13 @@ class SearchNodeInput(keras.layers.Layer):
         x = tf.switch_case(index, [(lambda t=t: t)
                                    for t in layers[:self.num_inputs]])
         x.set_shape(layers[0].shape)
+        # The row's weights are sliced before the op's switch_case: its
+        # branches then capture a few small tensors instead of slicing
+        # variables, and the executor walks fewer nodes in the branches
+        # not taken.
+        conv_weights = [conv.row_weights(index) for conv in self.convs]
         out = tf.switch_case(
-            op, [functools.partial(self.run_op, i, x, index)
+            op, [functools.partial(self.run_op, i, x, index, conv_weights)
                  for i in range(len(MICRO_OP_TABLE))])
         out.set_shape(layers[0].shape)
         return out
